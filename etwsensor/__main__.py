@@ -1,0 +1,3 @@
+from etwsensor.cli import main
+
+main()

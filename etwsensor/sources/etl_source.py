@@ -1,0 +1,47 @@
+"""An .etl file as an event source: the .etl reader's records through the payload decoder.
+
+The live session hands the same decoder the same RawRecords, so what is tested here on real
+Windows traces is what runs on a host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from etwsensor.decode.decoder import Decoder
+from etwsensor.events import RawEvent
+from etwsensor.sources.damage import SourceDamage
+from etwsensor.sources.header import HostInfo, RecordingHeader
+
+
+class EtlSource:
+    def __init__(self, path: Path, decoder: Decoder | None = None) -> None:
+        from etwsensor.sources import SourceOpenError
+        from etwsensor.sources.etl import EtlFormatError, EtlReader
+
+        self.path = path
+        try:
+            self._reader = EtlReader(path)
+        except EtlFormatError as exc:
+            raise SourceOpenError(str(exc)) from exc
+        h = self._reader.header
+        self.etl_header = h
+        self.header = RecordingHeader(
+            host=HostInfo(os_build=h.os_build),
+            pointer_size=8 if h.pointer_size == 8 else 4,
+            start=h.start_time,
+        )
+        self.decoder = decoder or Decoder()
+        self.stats = self.decoder.stats
+
+    @property
+    def damage(self) -> list[SourceDamage]:
+        return [SourceDamage(str(d.path), f"offset {d.offset:#x}", d.message) for d in self._reader.damage]
+
+    def events(self) -> Iterator[RawEvent]:
+        decode = self.decoder.decode
+        for rec in self._reader.records():
+            ev = decode(rec)
+            if ev is not None:
+                yield ev

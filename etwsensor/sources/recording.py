@@ -1,0 +1,262 @@
+"""Recordings: RawEvents as JSON Lines, optionally zstd-compressed (.jsonl.zst).
+
+Line 1 is the RecordingHeader; every other line is one RawEvent. Integers and pointers are JSON
+numbers, datetimes ISO-8601 UTC with ``Z``, GUIDs and SIDs strings, binary lowercase hex. Types come
+back on reading from providers/, so a recording read back gives the same RawEvents. Corrupt lines
+are counted and skipped with their line number. See docs/recording-format.md.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, ClassVar
+
+import zstandard
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from etwsensor.decode.decoder import DecodeStats
+from etwsensor.decode.schema import ProviderDef, load_providers
+from etwsensor.errors import validation_reason
+from etwsensor.events import DecodeStatus, RawEvent
+from etwsensor.sources.damage import SourceDamage
+from etwsensor.sources.header import RecordingHeader
+
+
+class RecordingFormatError(ValueError):
+    """The file is not a recording (no valid header line)."""
+
+
+class EventLine(BaseModel):
+    """One RawEvent line, as documented for other tools (the hot path does not validate through it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    guid: str
+    provider: str
+    id: int | None
+    opcode: int | None
+    version: int
+    ts: datetime
+    pid: int
+    tid: int
+    cpu: int
+    fields: dict[str, Any] = Field(default_factory=dict)
+    status: DecodeStatus = DecodeStatus.OK
+    payload: str | None = Field(default=None, description="raw payload in hex, only when status is not ok")
+
+
+def is_zstd(path: Path) -> bool:
+    return path.name.endswith(".zst")
+
+
+def format_time(dt: datetime) -> str:
+    return dt.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def parse_time(text: str) -> datetime:
+    """ISO-8601; a time without a zone is taken as UTC, as every time in a recording is."""
+    dt = datetime.fromisoformat(text)
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
+
+
+def _json_value(v: Any) -> Any:
+    if isinstance(v, datetime):
+        return format_time(v)
+    if isinstance(v, bytes):
+        return v.hex()
+    return v
+
+
+def event_to_json(ev: RawEvent) -> dict[str, Any]:
+    line: dict[str, Any] = {
+        "guid": ev.guid,
+        "provider": ev.provider,
+        "id": ev.id,
+        "opcode": ev.opcode,
+        "version": ev.version,
+        "ts": format_time(ev.ts),
+        "pid": ev.pid,
+        "tid": ev.tid,
+        "cpu": ev.cpu,
+        "fields": {k: _json_value(v) for k, v in ev.fields.items()},
+    }
+    if ev.status is not DecodeStatus.OK:
+        line["status"] = ev.status.value
+        line["payload"] = (ev.payload or b"").hex()
+    return line
+
+
+class RecordingWriter:
+    """Writes a recording; zstd-compressed when the file name ends in .zst."""
+
+    def __init__(self, path: Path, header: RecordingHeader) -> None:
+        self.path = path
+        self._raw: IO[bytes] = path.open("wb")
+        self._out: IO[bytes] = (
+            zstandard.ZstdCompressor(level=9).stream_writer(self._raw, closefd=False)
+            if is_zstd(path)
+            else self._raw
+        )
+        self._write(header.model_dump(mode="json"))
+        self.events = 0
+
+    def _write(self, obj: dict[str, Any]) -> None:
+        self._out.write(json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n")
+
+    def write(self, ev: RawEvent) -> None:
+        self._write(event_to_json(ev))
+        self.events += 1
+
+    def close(self) -> None:
+        if self._out is not self._raw:
+            self._out.close()
+        self._raw.close()
+
+    def __enter__(self) -> RecordingWriter:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def write_recording(path: Path, header: RecordingHeader, events: Iterable[RawEvent]) -> int:
+    """Write a whole recording; returns the number of events written."""
+    with RecordingWriter(path, header) as w:
+        for ev in events:
+            w.write(ev)
+        return w.events
+
+
+class _FieldTypes:
+    """Field → wire type per (guid, key, version), to restore datetimes and bytes from JSON."""
+
+    _RESTORE: ClassVar[dict[str, str]] = {"FILETIME": "time", "SYSTEMTIME": "time", "Binary": "bytes"}
+
+    def __init__(self, providers: Iterable[ProviderDef]) -> None:
+        self._by_event: dict[tuple[str, int, int], dict[str, str]] = {}
+        for p in providers:
+            for ev in p.events:
+                for vd in ev.versions:
+                    restore = {f.name: self._RESTORE[f.type] for f in vd.fields if f.type in self._RESTORE}
+                    self._by_event[(p.guid, ev.key, vd.version)] = restore
+
+    def restore(self, guid: str, key: int, version: int, fields: dict[str, Any]) -> None:
+        for name, kind in self._by_event.get((guid, key, version), {}).items():
+            v = fields.get(name)
+            if isinstance(v, str):
+                fields[name] = parse_time(v) if kind == "time" else bytes.fromhex(v)
+
+
+class TruncatedStream(EOFError):
+    """The compressed stream ended inside a frame: the file was cut."""
+
+
+def _zstd_lines(fh: IO[bytes], chunk: int = 1 << 20) -> Iterator[bytes]:
+    """Lines of a zstd stream; a stream that stops inside a frame raises TruncatedStream at the end."""
+    dctx = zstandard.ZstdDecompressor()
+    dobj = dctx.decompressobj()
+    rest = b""
+    while block := fh.read(chunk):
+        data = dobj.decompress(block)
+        while dobj.eof and dobj.unused_data:  # concatenated frames (appended recordings)
+            unused = dobj.unused_data
+            dobj = dctx.decompressobj()
+            data += dobj.decompress(unused)
+        lines = (rest + data).split(b"\n")
+        rest = lines.pop()
+        yield from lines
+    if not dobj.eof:  # the last, partial line is part of the damage
+        raise TruncatedStream("the compressed stream ends inside a frame (file cut short?)")
+    if rest:
+        yield rest
+
+
+class RecordingReader:
+    """Reads a recording. ``header`` is parsed at open; ``events()`` yields RawEvents.
+
+    A line that is not a valid event is counted in ``damage`` with its line number and skipped; a
+    compressed stream that breaks off ends the reading with a damage entry. Nothing else raises.
+    """
+
+    def __init__(self, path: Path, providers: Iterable[ProviderDef] | None = None) -> None:
+        self.path = path
+        self.damage: list[SourceDamage] = []
+        self.stats = DecodeStats()
+        provs = tuple(providers if providers is not None else load_providers())
+        self._names = {(p.guid, ev.key): ev.name for p in provs for ev in p.events}
+        self._types = _FieldTypes(provs)
+        self._lines = self._open_lines()
+        try:
+            first = next(self._lines, b"")
+            self.header = RecordingHeader.model_validate_json(first)
+        except ValidationError as exc:
+            self._close()
+            reason = validation_reason(exc)
+            raise RecordingFormatError(
+                f"{path}: line 1 is not an etwsensor recording header: {reason}"
+            ) from exc
+        except (ValueError, OSError, EOFError, zstandard.ZstdError) as exc:
+            self._close()
+            raise RecordingFormatError(f"{path}: line 1 is not an etwsensor recording header: {exc}") from exc
+
+    def _open_lines(self) -> Iterator[bytes]:
+        self._fh: IO[bytes] = self.path.open("rb")
+        return _zstd_lines(self._fh) if is_zstd(self.path) else iter(self._fh)
+
+    def _close(self) -> None:
+        self._fh.close()
+
+    def events(self) -> Iterator[RawEvent]:
+        lineno = 1
+        try:
+            for lineno, line in enumerate(self._lines, start=2):
+                if not line.strip():
+                    continue
+                ev = self._event(line, lineno)
+                if ev is not None:
+                    yield ev
+        except (zstandard.ZstdError, OSError, EOFError) as exc:
+            self.damage.append(SourceDamage(str(self.path), f"line {lineno + 1}", f"stream broken: {exc}"))
+        finally:
+            self._close()
+
+    def _event(self, line: bytes, lineno: int) -> RawEvent | None:
+        try:
+            d = json.loads(line)
+            guid, ident, opcode, version = d["guid"], d["id"], d["opcode"], int(d["version"])
+            key = ident if ident is not None else opcode
+            fields = d.get("fields") or {}
+            status = DecodeStatus(d.get("status", "ok"))
+            self._types.restore(guid, key, version, fields)
+            payload = bytes.fromhex(d["payload"]) if status is not DecodeStatus.OK else None
+            ev = RawEvent(
+                guid,
+                d["provider"],
+                self._names.get((guid, key), ""),
+                ident,
+                opcode,
+                version,
+                parse_time(d["ts"]),
+                int(d["pid"]),
+                int(d["tid"]),
+                int(d["cpu"]),
+                fields,
+                status,
+                payload,
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            self.damage.append(SourceDamage(str(self.path), f"line {lineno}", f"not a valid event: {exc}"))
+            return None
+        ec = self.stats.entry(guid, ident, opcode, version, ev.provider, ev.name, known=bool(ev.name))
+        ec.count += 1
+        if status is DecodeStatus.ERROR:
+            ec.decode_errors += 1
+        elif status is DecodeStatus.UNDECODED:
+            ec.undecoded += 1
+        return ev

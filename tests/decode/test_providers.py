@@ -1,0 +1,167 @@
+"""providers/ against the Windows manifest dumps (tests/data/etw/*.tsv) and CORRECTIONS.md."""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import pytest
+
+from etwsensor.decode.schema import ProviderDef, ProviderFileError, load_provider_file, load_providers
+
+TSV = Path(__file__).parents[1] / "data" / "etw"
+SIG = re.compile(r"^(?P<name>[^(]*)\((?P<fields>.*)\)$")
+
+
+def tsv_rows(name: str) -> dict[tuple[str, int, int], tuple[str, list[tuple[str, str]]]]:
+    """(class-or-provider, event id/opcode, version) -> (event name, [(field, tsv type)])."""
+    rows = {}
+    with (TSV / name).open(encoding="utf-8", newline="") as fh:
+        for r in csv.DictReader(fh, delimiter="\t"):
+            m = SIG.match(r["event(fields)"])
+            assert m
+            fields = [tuple(p.split())[::-1] for p in m["fields"].split(",") if p.strip()]
+            owner = r.get("category") or r["provider"]
+            rows[(owner, int(r["event_id"]), int(r["version"]))] = (m["name"], fields)
+    return rows
+
+
+def by_name() -> dict[str, ProviderDef]:
+    return {p.name: p for p in load_providers()}
+
+
+def test_every_required_provider_is_defined() -> None:
+    provs = by_name()
+    expected = {
+        "Microsoft-Windows-Kernel-Process": "22fb2cd6-0e7b-422b-a0c7-2fad1fd0e716",
+        "Microsoft-Windows-Kernel-File": "edd08927-9cc4-4e65-b970-c2560fb5c289",
+        "Microsoft-Windows-Kernel-Registry": "70eb4f03-c1de-4f73-a051-33d13d5413bd",
+        "Process": "3d6fa8d0-fe05-11d0-9dda-00c04fd7ba7c",
+        "Image": "2cb15d1d-5fc1-11d2-abe1-00a0c911f518",
+        "Registry": "ae53722e-c863-11d2-8659-00c04fa321a1",
+        "FileIo": "90cbdc39-4a3e-11d1-84f4-0000f80464e3",
+        "SystemConfigEx": "9b79ee91-b5fd-41c0-a243-4248e266e9d0",
+    }
+    assert {n: p.guid for n, p in provs.items()} == expected
+
+
+@pytest.mark.parametrize(
+    ("provider", "ids"),
+    [
+        ("Microsoft-Windows-Kernel-Process", {1, 2, 5, 6, 15}),
+        ("Microsoft-Windows-Kernel-File", set(range(10, 31))),
+        ("Microsoft-Windows-Kernel-Registry", set(range(1, 16))),
+    ],
+)
+def test_manifest_events_match_the_manifest_dump(provider: str, ids: set[int]) -> None:
+    p = by_name()[provider]
+    rows = tsv_rows(f"{provider}.tsv")
+    assert {e.key for e in p.events} == ids
+    for ev in p.events:
+        tsv_versions = sorted(v for (_, eid, v) in rows if eid == ev.id)
+        assert [v.version for v in ev.versions] == tsv_versions, ev.name
+        for vd in ev.versions:
+            name, fields = rows[(provider, ev.key, vd.version)]
+            assert name.removeprefix("task_0").split("_V")[0] == ev.name
+            assert [f.name for f in vd.fields] == [n for n, _ in fields]
+            for f, (_, tsv_type) in zip(vd.fields, fields, strict=True):
+                # The manifest dump names the wire type exactly, but for counted Binary.
+                assert f.type == tsv_type, (ev.name, vd.version, f.name)
+
+
+def test_kernel_file_layouts_differ_between_v0_and_v1() -> None:
+    create = by_name()["Microsoft-Windows-Kernel-File"].event(12)
+    assert create is not None
+    v0, v1 = create.version(0), create.version(1)
+    assert v0 is not None and v1 is not None
+    assert [f.name for f in v0.fields][:3] == ["Irp", "ThreadId", "FileObject"]
+    assert [f.name for f in v1.fields][:3] == ["Irp", "FileObject", "IssuingThreadId"]
+    for only_v0 in (10, 11, 24):
+        ev = by_name()["Microsoft-Windows-Kernel-File"].event(only_v0)
+        assert ev is not None and [v.version for v in ev.versions] == [0]
+
+
+def test_registry_captured_data_is_counted_by_the_field_before_it() -> None:
+    ev = by_name()["Microsoft-Windows-Kernel-Registry"].event(5)
+    assert ev is not None and ev.name == "SetValueKey"
+    fields = {f.name: f for f in ev.versions[0].fields}
+    assert fields["CapturedData"].count == "CapturedDataSize"
+    assert fields["PreviousData"].count == "PreviousDataCapturedSize"
+
+
+CLASSIC = {
+    "Process": ("{3d6fa8d0-fe05-11d0-9dda-00c04fd7ba7c}", {1, 2, 3, 4, 11, 39}),
+    "Image": ("{2cb15d1d-5fc1-11d2-abe1-00a0c911f518}", {2, 3, 4, 10}),
+    "Registry": (
+        "{ae53722e-c863-11d2-8659-00c04fa321a1}",
+        {10, 11, 12, 13, 14, 15, 16, 20, 22, 23, 24, 25, 27},
+    ),
+    "FileIo": (
+        "{90cbdc39-4a3e-11d1-84f4-0000f80464e3}",
+        {0, 32, 35, 36, 64, 65, 66, 67, 68, 69, 70, 71, 72, 74, 76, 79, 80, 81},
+    ),
+}
+# CORRECTIONS.md §1: pointer-sized properties the classic dump writes as UInt32.
+POINTERS = {
+    "Process": {"UniqueProcessKey", "DirectoryTableBase"},
+    "Image": {"ImageBase", "ImageSize", "DefaultBase"},
+    "FileIo": {"IrpPtr", "FileObject", "FileKey", "ExtraInfo"},
+    "Registry": {"KeyHandle"},
+}
+
+
+@pytest.mark.parametrize("klass", sorted(CLASSIC))
+def test_classic_events_match_the_dump_with_corrections(klass: str) -> None:
+    guid, opcodes = CLASSIC[klass]
+    p = by_name()[klass]
+    assert p.kind == "classic"
+    assert {e.key for e in p.events} == opcodes
+    rows = tsv_rows("Windows_Kernel_Trace.classic.tsv")
+    for ev in p.events:
+        dumped = sorted(v for (cat, op, v) in rows if cat == guid and op == ev.opcode and v >= 2)
+        assert [v.version for v in ev.versions] == dumped, ev.name
+        for vd in ev.versions:
+            _, fields = rows[(guid, ev.key, vd.version)]
+            assert [f.name for f in vd.fields] == [n for n, _ in fields]
+            for f, (name, tsv_type) in zip(vd.fields, fields, strict=True):
+                if name in POINTERS.get(klass, set()) or (klass, name, vd.version) == ("FileIo", "TTID", 2):
+                    assert f.type == "Pointer" and f.width == "pointer", (ev.name, name)
+                elif tsv_type == "UInt32":
+                    assert f.width == 4, (ev.name, vd.version, name)
+                elif tsv_type == "String":
+                    want = "AnsiString" if (klass, name) == ("Process", "ImageFileName") else "UnicodeString"
+                    assert f.type == want, (ev.name, name)
+                elif tsv_type == "Object":
+                    assert (name, f.type) == ("UserSID", "TokenUser")
+
+
+def test_classic_opcode_names_follow_corrections() -> None:
+    provs = by_name()
+    names = {(p.name, e.key): e.name for p in provs.values() for e in p.events}
+    assert names[("Process", 1)] == "Start" and names[("Process", 3)] == "DCStart"
+    assert names[("Process", 39)] == "Defunct" and names[("Image", 10)] == "Load"
+    assert names[("FileIo", 79)] == "DeletePath"  # "DletePath" in the dump
+    assert names[("Registry", 25)] == "KCBRundownEnd"
+    assert names[("SystemConfigEx", 35)] == "VolumeMapping"
+    assert names[("SystemConfigEx", 33)] == "SystemPaths"
+
+
+def test_transaction_id_width_changes_between_fileio_v2_and_v3() -> None:
+    create = by_name()["FileIo"].event(64)
+    assert create is not None
+    ttid = {vd.version: next(f for f in vd.fields if f.name == "TTID") for vd in create.versions}
+    assert ttid[2].type == "Pointer" and ttid[3].type == "UInt32"
+
+
+def test_a_broken_provider_file_names_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "Bad.yaml"
+    bad.write_text("name: Bad\nguid: not-a-guid\nkind: manifest\nevents: []\n")
+    with pytest.raises(ProviderFileError, match=r"Bad\.yaml.*not a GUID"):
+        load_provider_file(bad)
+    bad.write_text(
+        "name: Bad\nguid: 22fb2cd6-0e7b-422b-a0c7-2fad1fd0e716\nkind: manifest\nevents:\n"
+        "  - {id: 1, name: X, versions: [{version: 0, fields: [{name: A, type: Quux}]}]}\n"
+    )
+    with pytest.raises(ProviderFileError, match="unknown field type 'Quux'"):
+        load_provider_file(bad)
