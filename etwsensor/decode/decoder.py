@@ -111,6 +111,8 @@ class _Plan:
     counter: EventCount
     provider: str
     name: str
+    id: int | None
+    opcode: int | None
     steps: tuple[Step, ...] | None  # None: not decodable (other, or unknown version)
 
 
@@ -123,13 +125,13 @@ def _group_step(
     if not converts:
 
         def plain(buf: bytes, off: int, out: dict[str, Any]) -> int:
-            out.update(zip(names, unpack(buf, off), strict=True))
+            out.update(zip(names, unpack(buf, off)))  # noqa: B905 - same length by construction
             return off + size
 
         return plain
 
     def converted(buf: bytes, off: int, out: dict[str, Any]) -> int:
-        out.update(zip(names, unpack(buf, off), strict=True))
+        out.update(zip(names, unpack(buf, off)))  # noqa: B905 - same length by construction
         for name, conv in converts:
             out[name] = conv(out[name])
         return off + size
@@ -139,16 +141,10 @@ def _group_step(
 
 def _variable_step(f: FieldDef, pointer_size: int) -> Step:
     name = f.name
-
-    def need(buf: bytes, off: int) -> None:
-        if off >= len(buf):
-            raise t.DecodeFailure(f"payload ends before {name}")
-
     if f.type in ("UnicodeString", "AnsiString"):
         read = t.utf16z if f.type == "UnicodeString" else t.ansiz
 
         def string(buf: bytes, off: int, out: dict[str, Any]) -> int:
-            need(buf, off)
             out[name], off = read(buf, off)
             return off
 
@@ -235,72 +231,38 @@ class Decoder:
             rec.guid, ids[0], ids[1], rec.version, provider, name, known=ev is not None
         )
         steps = compile_layout(vd, rec.pointer_size) if vd is not None else None
-        plan = self._plans[(rec.guid, rec.manifest, key, rec.version, rec.pointer_size)] = _Plan(
-            counter, provider, name, steps
-        )
+        plan = _Plan(counter, provider, name, ids[0], ids[1], steps)
+        self._plans[(rec.guid, rec.manifest, key, rec.version, rec.pointer_size)] = plan
         return plan
 
     def decode(self, rec: RawRecord) -> RawEvent | None:
         """The RawEvent of a record of a known event (status OK, ERROR or UNDECODED); None for others."""
         key = rec.id if rec.manifest else rec.opcode
-        plan = self._plans.get((rec.guid, rec.manifest, key, rec.version, rec.pointer_size)) or self._plan(
-            rec, key
-        )
+        plan = self._plans.get((rec.guid, rec.manifest, key, rec.version, rec.pointer_size))
+        if plan is None:
+            plan = self._plan(rec, key)
         counter = plan.counter
         counter.count += 1
-        if not counter.known:
-            return None
-        ids = (key, None) if rec.manifest else (None, key)
-        if plan.steps is None:
+        steps = plan.steps
+        if steps is None:
+            if not counter.known:
+                return None
             counter.undecoded += 1
-            return RawEvent(
-                rec.guid,
-                plan.provider,
-                plan.name,
-                ids[0],
-                ids[1],
-                rec.version,
-                rec.ts,
-                rec.pid,
-                rec.tid,
-                rec.cpu,
-                {},
-                DecodeStatus.UNDECODED,
-                rec.payload,
-            )
+            return _raw(plan, rec, DecodeStatus.UNDECODED)
         buf = rec.payload
         out: dict[str, Any] = {}
         off = 0
         try:
-            for step in plan.steps:
+            for step in steps:
                 off = step(buf, off, out)
         except (struct.error, t.DecodeFailure, ValueError, OverflowError):
             counter.decode_errors += 1
-            return RawEvent(
-                rec.guid,
-                plan.provider,
-                plan.name,
-                ids[0],
-                ids[1],
-                rec.version,
-                rec.ts,
-                rec.pid,
-                rec.tid,
-                rec.cpu,
-                {},
-                DecodeStatus.ERROR,
-                rec.payload,
-            )
-        return RawEvent(
-            rec.guid,
-            plan.provider,
-            plan.name,
-            ids[0],
-            ids[1],
-            rec.version,
-            rec.ts,
-            rec.pid,
-            rec.tid,
-            rec.cpu,
-            out,
-        )
+            return _raw(plan, rec, DecodeStatus.ERROR)
+        return RawEvent(rec.guid, plan.provider, plan.name, plan.id, plan.opcode, rec.version, rec.ts,
+                        rec.pid, rec.tid, rec.cpu, out)  # fmt: skip
+
+
+def _raw(plan: _Plan, rec: RawRecord, status: DecodeStatus) -> RawEvent:
+    """A record we know but could not decode: kept with its raw payload."""
+    return RawEvent(rec.guid, plan.provider, plan.name, plan.id, plan.opcode, rec.version, rec.ts, rec.pid,
+                    rec.tid, rec.cpu, {}, status, rec.payload)  # fmt: skip

@@ -6,6 +6,7 @@ truncated or malformed data; the decoder turns that into a counted DecodeError.
 
 from __future__ import annotations
 
+import codecs
 import struct
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -13,6 +14,8 @@ from datetime import UTC, datetime, timedelta
 FILETIME_EPOCH = datetime(1601, 1, 1, tzinfo=UTC)
 _SYSTEMTIME = struct.Struct("<8H")
 _U32 = struct.Struct("<I")
+# The codec functions directly: bytes.decode() looks the codec up by name on every call (hot path).
+_utf16 = codecs.utf_16_le_decode
 
 
 class DecodeFailure(Exception):
@@ -53,7 +56,7 @@ def utf16z(buf: bytes, off: int) -> tuple[str, int]:
         end = buf.find(b"\x00\x00", end + 1)
     if end == -1:
         raise DecodeFailure("unterminated UTF-16 string")
-    return buf[off:end].decode("utf-16-le", "replace"), end + 2
+    return _utf16(buf[off:end], "replace")[0], end + 2
 
 
 def ansiz(buf: bytes, off: int) -> tuple[str, int]:

@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""etwsensor benchmarks, one core. Figures go into docs/performance.md with the command that made them.
+
+    python scripts/bench.py decode [--etl FILE] [--repeat N]
+
+decode: reading + decoding the real perfview .etl (tests/data/etl), records/s and decoded events/s,
+beside dissect.etl on the same file in the same run when it is installed (`pip install -e .[bench]`;
+AGPL, a comparison point only, never used by etwsensor itself).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PERFVIEW = ROOT / "tests" / "data" / "etl" / "perfview_net.4.5.2.x64.etl"
+
+
+def best_of(repeat: int, run: Callable[[], int]) -> tuple[float, int]:
+    """Fastest wall time of `repeat` runs (the least disturbed by the machine) and the count it returned."""
+    best, count = float("inf"), 0
+    for _ in range(repeat):
+        gc.collect()
+        t0 = time.perf_counter()
+        count = run()
+        best = min(best, time.perf_counter() - t0)
+    return best, count
+
+
+def bench_decode(etl: Path, repeat: int) -> dict[str, object]:
+    from etwsensor.sources.etl_source import EtlSource
+
+    decoded = 0
+
+    def ours() -> int:
+        nonlocal decoded
+        src = EtlSource(etl)
+        decoded = sum(1 for _ in src.events())
+        return src.stats.totals()["events"]
+
+    secs, records = best_of(repeat, ours)
+    result: dict[str, object] = {
+        "file": str(etl.relative_to(ROOT) if etl.is_relative_to(ROOT) else etl),
+        "records": records,
+        "decoded_events": decoded,
+        "etwsensor_seconds": round(secs, 3),
+        "etwsensor_records_per_s": round(records / secs),
+        "etwsensor_decoded_events_per_s": round(decoded / secs),
+    }
+    # The payload decoder alone, on the records of the providers we decode (no file reading).
+    from etwsensor.decode.decoder import Decoder
+    from etwsensor.decode.schema import load_providers
+    from etwsensor.sources.etl import EtlReader
+
+    known = {p.guid for p in load_providers()}
+    recs = [r for r in EtlReader(etl).records() if r.guid in known] * 20
+
+    def decode_only() -> int:
+        decode = Decoder().decode
+        return sum(1 for r in recs if decode(r) is not None)
+
+    dsecs, n = best_of(repeat, decode_only)
+    result["decoder_only_events"] = n
+    result["decoder_only_events_per_s"] = round(n / dsecs)
+    try:
+        from dissect.etl import ETL  # type: ignore[import-not-found]
+    except ImportError:
+        result["dissect_etl"] = "not installed (pip install -e .[bench])"
+        return result
+
+    def theirs() -> int:
+        with etl.open("rb") as fh:
+            return sum(1 for _ in ETL(fh))
+
+    dsecs, drecords = best_of(repeat, theirs)
+    result.update(
+        dissect_etl_records=drecords,
+        dissect_etl_seconds=round(dsecs, 3),
+        dissect_etl_records_per_s=round(drecords / dsecs),
+    )
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=["decode"], help="which stage to measure")
+    ap.add_argument("--etl", type=Path, default=PERFVIEW)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core, as the figures claim
+    machine = {"python": platform.python_version(), "cpu": platform.processor() or platform.machine()}
+    result = bench_decode(args.etl, args.repeat)
+    json.dump({"bench": args.what, "machine": machine, **result}, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()
