@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from etwsensor.alerts.model import Alert
 from etwsensor.sources.header import RecordingHeader
 from etwsensor.sources.recording import EventLine
 
@@ -14,7 +15,9 @@ def published_schemas() -> dict[str, dict[str, Any]]:
     header["title"] = "etwsensor recording header (line 1)"
     event = EventLine.model_json_schema()
     event["title"] = "etwsensor recording event (every other line)"
+    alert = Alert.model_json_schema()
     return {
+        "alert-schema.json": alert,
         "recording-header.schema.json": header,
         "recording-event.schema.json": event,
     }
