@@ -28,7 +28,7 @@ class EtlSource:
         h = self._reader.header
         self.etl_header = h
         self.header = RecordingHeader(
-            host=HostInfo(os_build=h.os_build),
+            host=HostInfo(os_build=f"{h.os_version}.{h.os_build}" if h.os_build else ""),
             pointer_size=8 if h.pointer_size == 8 else 4,
             start=h.start_time,
         )
