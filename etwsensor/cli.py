@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -17,6 +22,12 @@ from rich.table import Table
 from etwsensor import __version__
 from etwsensor.decode.schema import ProviderDef, ProviderFileError, find_provider, load_providers
 from etwsensor.logging import configure as configure_logging
+from etwsensor.normalize.cli import normalize_command
+from etwsensor.rules.cli import rules_app
+
+if TYPE_CHECKING:
+    from etwsensor.config import Settings
+    from etwsensor.rules import RuleSet
 
 EXIT_DAMAGED = 3
 
@@ -59,6 +70,8 @@ providers_app = typer.Typer(
     help="The ETW providers etwsensor decodes (providers/*.yaml).", no_args_is_help=False
 )
 app.add_typer(providers_app, name="providers")
+app.add_typer(rules_app, name="rules")
+app.command("normalize")(normalize_command)
 
 
 def _providers_or_exit() -> tuple[ProviderDef, ...]:
@@ -200,6 +213,174 @@ def convert(
         say(f"damaged: {d}")
     if src.damage:
         raise typer.Exit(EXIT_DAMAGED)
+
+
+# --- replay / baseline / config ----------------------------------------------------------------------------
+
+
+def _settings_or_exit(config: Path | None, **overrides: Any) -> Settings:
+    from etwsensor.config import ConfigError, load_settings
+
+    try:
+        return load_settings(config, **overrides)
+    except ConfigError as exc:
+        say(f"error: config: {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _ruleset_or_exit(paths: list[Path], builtin: bool) -> RuleSet:
+    from etwsensor.rules import RuleSet
+
+    ruleset, failures = RuleSet.load(paths, builtin=builtin)
+    for f in failures:  # a broken rule is reported and skipped; the others run
+        say(f"rule skipped: {f}")
+    if not ruleset.rules:
+        say("error: no rules to run (every rule failed to load, or --no-builtin without --rules)")
+        raise typer.Exit(2)
+    return ruleset
+
+
+def _parse_now(now: str | None) -> datetime | None:
+    if now is None:
+        return None
+    from etwsensor.sources.recording import parse_time
+
+    try:
+        return parse_time(now)
+    except ValueError as exc:
+        say(f"error: --now {now!r} is not an ISO-8601 time")
+        raise typer.Exit(2) from exc
+
+
+def _check_inputs(files: list[Path]) -> None:
+    for f in files:
+        if not f.is_file():
+            say(f"error: {f}: no such file")
+            raise typer.Exit(2)
+
+
+@app.command("replay")
+def replay_command(
+    files: list[Path] = typer.Argument(..., help=".etl files, recordings (.jsonl, .jsonl.zst), row files (.ndjson)."),
+    rules: list[Path] = typer.Option([], "--rules", help="Rule files or folders (repeatable)."),
+    no_builtin: bool = typer.Option(False, "--no-builtin", help="Do not load the built-in rule pack."),
+    sink: list[str] = typer.Option([], "--sink", help="Sink URL (repeatable); default: stdout."),
+    config: Path | None = typer.Option(None, "--config", help="TOML configuration file."),
+    device_map: str | None = typer.Option(None, "--device-map", help='JSON file or "C:=\\Device\\HarddiskVolume3;…".'),
+    now: str | None = typer.Option(None, "--now", help="Pin the stream clock for now()/ago() (ISO-8601)."),
+    json_summary: bool = typer.Option(False, "--json-summary", help="The closing summary as one JSON object on stderr."),
+) -> None:
+    """Replay traces through the normalizer and the rules; alerts go to the sinks (stdout by default)."""
+    from etwsensor.alerts.allowlist import Allowlist
+    from etwsensor.pipeline import Detector, replay, suppressor_from
+    from etwsensor.sinks import SinkConfigError, open_sinks
+
+    _check_inputs(files)
+    settings = _settings_or_exit(config)
+    pinned = _parse_now(now)
+    ruleset = _ruleset_or_exit([*settings.rules.paths, *rules], settings.rules.builtin and not no_builtin)
+    sup = settings.suppression
+    suppressor = suppressor_from(
+        sup.window_seconds, sup.key_columns, {k: (v.window_seconds, v.key_columns) for k, v in sup.rules.items()}
+    )
+    detector = Detector(ruleset, str(files[0]), Allowlist(settings.allowlist), suppressor)
+    try:
+        sinks = open_sinks(sink or settings.output.sinks, settings.sink)
+    except SinkConfigError as exc:
+        say(f"error: {exc}")
+        raise typer.Exit(2) from exc
+    try:
+        with _progress() as progress:
+            summary = replay(files, detector, sinks, device_map or settings.device_map, pinned, progress)
+    finally:
+        for s in sinks:
+            s.close()
+    summary.sinks = {s.name: s.state() for s in sinks}
+    _print_summary(summary.as_json(), json_summary)
+    if summary.damage:
+        raise typer.Exit(EXIT_DAMAGED)
+
+
+@contextmanager
+def _progress() -> Iterator[Callable[[int, int, int], None] | None]:
+    """A live bar on stderr when it is a terminal (events/s, rows, alerts); nothing otherwise."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    started = time.monotonic()
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("replaying")
+
+        def update(events: int, rows: int, alerts: int) -> None:
+            rate = events / max(time.monotonic() - started, 1e-6)
+            bar.update(task, description=f"{events:,} events ({rate:,.0f}/s)  {rows:,} rows  {alerts:,} alerts")
+
+        yield update
+
+
+def _print_summary(doc: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        say(json.dumps(doc))
+        return
+    rows = ", ".join(f"{t} {n:,}" for t, n in doc["rows"].items()) or "none"
+    say(f"replayed {len(doc['inputs'])} input(s): {doc['events']:,} events; rows: {rows}")
+    say(
+        f"alerts: {doc['alerts']:,} (suppressed {sum(doc['suppressed_by_rule'].values()):,}, "
+        f"allowlisted {sum(doc['allowlisted_by_rule'].values()):,})"
+    )
+    for rule_id, n in sorted(doc["alerts_by_rule"].items()):
+        say(f"  {rule_id}: {n:,}")
+    say(
+        f"decode errors {doc['decode_errors']:,}, undecoded {doc['undecoded']:,}, "
+        f"unresolved rows {dict(doc['unresolved']) or 0}, rule evaluation errors {doc['rule_errors'] or 0}"
+    )
+    for name, state in doc["sinks"].items():
+        say(f"sink {name}: {json.dumps(state)}")
+    for d in doc["damage"]:
+        say(f"damaged: {d}")
+
+
+@app.command("baseline")
+def baseline_command(
+    files: list[Path] = typer.Argument(..., help="Clean recordings or .etl files of normal activity."),
+    output: Path = typer.Option(..., "--output", "-o", help="Allowlist TOML to write, for a human to review."),
+    rules: list[Path] = typer.Option([], "--rules", help="Rule files or folders (repeatable)."),
+    no_builtin: bool = typer.Option(False, "--no-builtin", help="Do not load the built-in rule pack."),
+    config: Path | None = typer.Option(None, "--config", help="TOML configuration file."),
+    device_map: str | None = typer.Option(None, "--device-map", help="As for replay."),
+    now: str | None = typer.Option(None, "--now", help="Pin the stream clock (ISO-8601)."),
+) -> None:
+    """Replay clean traces and write the allowlist entries that would silence every alert they raise."""
+    from etwsensor.alerts.baseline import allowlist_toml, collect_entries
+    from etwsensor.pipeline import Detector, replay, suppressor_from
+
+    _check_inputs(files)
+    settings = _settings_or_exit(config)
+    ruleset = _ruleset_or_exit([*settings.rules.paths, *rules], settings.rules.builtin and not no_builtin)
+    detector = Detector(ruleset, str(files[0]), suppressor=suppressor_from(0, [], {}))
+    collector = collect_entries()
+    summary = replay(files, detector, [collector], device_map or settings.device_map, _parse_now(now))
+    output.write_text(allowlist_toml(collector.entries(), [str(f) for f in files]), encoding="utf-8")
+    say(f"wrote {len(collector.entries())} allowlist entries for {summary.alerts.total()} alerts to {output}")
+    for d in summary.damage:
+        say(f"damaged: {d}")
+    if summary.damage:
+        raise typer.Exit(EXIT_DAMAGED)
+
+
+config_app = typer.Typer(help="The configuration etwsensor runs with.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def config_show(config: Path | None = typer.Option(None, "--config", help="TOML configuration file.")) -> None:
+    """Print the effective configuration (file + environment) as JSON, secrets masked."""
+    from etwsensor.config import effective_config
+
+    typer.echo(json.dumps(effective_config(_settings_or_exit(config)), indent=2))
 
 
 def main() -> None:
