@@ -24,6 +24,7 @@ from etwsensor.decode.schema import ProviderDef, ProviderFileError, find_provide
 from etwsensor.logging import configure as configure_logging
 from etwsensor.normalize.cli import normalize_command
 from etwsensor.rules.cli import rules_app
+from etwsensor.sources.live.cli import trace_command
 
 if TYPE_CHECKING:
     from etwsensor.config import Settings
@@ -72,6 +73,7 @@ providers_app = typer.Typer(
 app.add_typer(providers_app, name="providers")
 app.add_typer(rules_app, name="rules")
 app.command("normalize")(normalize_command)
+app.command("trace")(trace_command)
 
 
 def _providers_or_exit() -> tuple[ProviderDef, ...]:
@@ -291,12 +293,11 @@ def replay_command(
         raise typer.Exit(2) from exc
     try:
         with _progress() as progress:
-            summary = replay(files, detector, sinks, device_map or settings.device_map, pinned, progress)
+            summary = replay(files, detector, [sinks], device_map or settings.device_map, pinned, progress)
     finally:
-        for s in sinks:
-            s.close()
-    summary.sinks = {s.name: s.state() for s in sinks}
-    _print_summary(summary.as_json(), json_summary)
+        sinks.close()  # delivers what it can; the rest stays spooled for the next run
+    summary.sinks = {s.name: s.state() for s in sinks.sinks}
+    _print_summary(summary.as_json(), json_summary, {r.id: r.name for r in ruleset.rules})
     if summary.damage:
         raise typer.Exit(EXIT_DAMAGED)
 
@@ -321,7 +322,7 @@ def _progress() -> Iterator[Callable[[int, int, int], None] | None]:
         yield update
 
 
-def _print_summary(doc: dict[str, Any], as_json: bool) -> None:
+def _print_summary(doc: dict[str, Any], as_json: bool, rule_names: dict[str, str]) -> None:
     if as_json:
         say(json.dumps(doc))
         return
@@ -332,7 +333,7 @@ def _print_summary(doc: dict[str, Any], as_json: bool) -> None:
         f"allowlisted {sum(doc['allowlisted_by_rule'].values()):,})"
     )
     for rule_id, n in sorted(doc["alerts_by_rule"].items()):
-        say(f"  {rule_id}: {n:,}")
+        say(f"  {n:>6,}  {rule_names.get(rule_id, '')} ({rule_id})")
     say(
         f"decode errors {doc['decode_errors']:,}, undecoded {doc['undecoded']:,}, "
         f"unresolved rows {dict(doc['unresolved']) or 0}, rule evaluation errors {doc['rule_errors'] or 0}"

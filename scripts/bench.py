@@ -2,10 +2,16 @@
 """etwsensor benchmarks, one core. Figures go into docs/performance.md with the command that made them.
 
     python scripts/bench.py decode [--etl FILE] [--repeat N]
+    python scripts/bench.py replay [--events N]
 
 decode: reading + decoding the real perfview .etl (tests/data/etl), records/s and decoded events/s,
 beside dissect.etl on the same file in the same run when it is installed (`pip install -e .[bench]`;
 AGPL, a comparison point only, never used by etwsensor itself).
+
+replay: end to end (recording → decode → normalize → built-in rules → alerts → a file sink) on the demo
+recording scaled up to >= 1M events (bench-data/, git-ignored; made once), events/s; and the alert
+latency (event read from the source → alert written by the sink) p50/p99 in streaming mode.
+Normalizer and rule-engine stage benchmarks: scripts/bench_normalize.py, scripts/bench_rules.py.
 """
 
 from __future__ import annotations
@@ -89,16 +95,90 @@ def bench_decode(etl: Path, repeat: int) -> dict[str, object]:
     return result
 
 
+DEMO = ROOT / "examples" / "demo.jsonl.zst"
+
+
+def scaled_demo(path: Path, events: int) -> dict[str, int]:
+    """The demo recording repeated, each copy 10 minutes later (every datetime shifted), to >= events."""
+    from collections import Counter
+    from datetime import datetime, timedelta
+
+    from etwsensor.sources.recording import RecordingReader, RecordingWriter
+
+    reader = RecordingReader(DEMO)
+    demo = list(reader.events())
+    mix = Counter(f"{e.provider}/{e.name}" for e in demo)
+    copies = -(-events // len(demo))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with RecordingWriter(path, reader.header) as w:
+        for k in range(copies):
+            delta = timedelta(minutes=10 * k)
+            for e in demo:
+                fields = {n: v + delta if isinstance(v, datetime) else v for n, v in e.fields.items()}
+                w.write(type(e)(e.guid, e.provider, e.name, e.id, e.opcode, e.version, e.ts + delta, e.pid,
+                                e.tid, e.cpu, fields, e.status, e.payload))  # fmt: skip
+    return {name: n * copies for name, n in mix.most_common()}
+
+
+def bench_replay(events: int, repeat: int) -> dict[str, object]:
+    from etwsensor.normalize import Normalizer
+    from etwsensor.pipeline import Detector
+    from etwsensor.rules import RuleSet
+    from etwsensor.sinks import open_sink
+    from etwsensor.sources import open_source
+
+    path = ROOT / "bench-data" / f"replay-{events // 1000}k.jsonl.zst"
+    mix = scaled_demo(path, events) if not path.exists() else None
+    ruleset, _ = RuleSet.load([], builtin=True)
+    latencies: list[float] = []
+
+    def run() -> int:
+        latencies.clear()
+        src = open_source(path)
+        normalizer = Normalizer(src.header)
+        detector = Detector(ruleset, str(path))
+        sink = open_sink(f"file:{ROOT / 'bench-data' / 'replay-alerts.ndjson'}")
+        n = 0
+        clock = None
+        now = time.perf_counter
+        for ev in src.events():  # the loop of etwsensor.pipeline.replay, with a stopwatch per event
+            t_read = now()
+            n += 1
+            clock = ev.ts if clock is None or ev.ts > clock else clock
+            for table, row in normalizer.process(ev):
+                for alert in detector.on_row(table, row, clock):
+                    sink.send(alert)
+                    latencies.append(now() - t_read)
+        sink.close()
+        return n
+
+    secs, n = best_of(repeat, run)
+    lat = sorted(latencies)
+    result: dict[str, object] = {
+        "file": str(path.relative_to(ROOT)),
+        "events": n,
+        "seconds": round(secs, 2),
+        "events_per_s": round(n / secs),
+        "alerts": len(lat),
+        "alert_latency_ms_p50": round(lat[len(lat) // 2] * 1000, 3) if lat else None,
+        "alert_latency_ms_p99": round(lat[int(len(lat) * 0.99)] * 1000, 3) if lat else None,
+    }
+    if mix is not None:
+        result["event_mix"] = mix
+    return result
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["decode"], help="which stage to measure")
+    ap.add_argument("what", choices=["decode", "replay"], help="which stage to measure")
     ap.add_argument("--etl", type=Path, default=PERFVIEW)
+    ap.add_argument("--events", type=int, default=1_000_000, help="replay: events in the scaled recording")
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core, as the figures claim
     machine = {"python": platform.python_version(), "cpu": platform.processor() or platform.machine()}
-    result = bench_decode(args.etl, args.repeat)
+    result = bench_decode(args.etl, args.repeat) if args.what == "decode" else bench_replay(args.events, args.repeat)
     json.dump({"bench": args.what, "machine": machine, **result}, sys.stdout, indent=2)
     sys.stdout.write("\n")
 

@@ -8,22 +8,25 @@ are counted and skipped with their line number. See docs/recording-format.md.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, ClassVar
 
+import orjson
 import zstandard
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from etwsensor.decode.decoder import DecodeStats
+from etwsensor.decode.decoder import DecodeStats, EventCount
 from etwsensor.decode.schema import ProviderDef, load_providers
 from etwsensor.errors import validation_reason
 from etwsensor.events import DecodeStatus, RawEvent
 from etwsensor.sources.damage import SourceDamage
 from etwsensor.sources.header import RecordingHeader
+
+
+_OK = DecodeStatus.OK
 
 
 class RecordingFormatError(ValueError):
@@ -105,7 +108,7 @@ class RecordingWriter:
         self.events = 0
 
     def _write(self, obj: dict[str, Any]) -> None:
-        self._out.write(json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n")
+        self._out.write(orjson.dumps(obj) + b"\n")
 
     def write(self, ev: RawEvent) -> None:
         self._write(event_to_json(ev))
@@ -144,10 +147,14 @@ class _FieldTypes:
             for ev in p.events:
                 for vd in ev.versions:
                     restore = {f.name: self._RESTORE[f.type] for f in vd.fields if f.type in self._RESTORE}
-                    self._by_event[(p.guid, ev.key, vd.version)] = restore
+                    if restore:
+                        self._by_event[(p.guid, ev.key, vd.version)] = restore
 
     def restore(self, guid: str, key: int, version: int, fields: dict[str, Any]) -> None:
-        for name, kind in self._by_event.get((guid, key, version), {}).items():
+        restore = self._by_event.get((guid, key, version))
+        if restore is None:  # most events: nothing but numbers and strings
+            return
+        for name, kind in restore.items():
             v = fields.get(name)
             if isinstance(v, str):
                 fields[name] = parse_time(v) if kind == "time" else bytes.fromhex(v)
@@ -191,6 +198,7 @@ class RecordingReader:
         provs = tuple(providers if providers is not None else load_providers())
         self._names = {(p.guid, ev.key): ev.name for p in provs for ev in p.events}
         self._types = _FieldTypes(provs)
+        self._counts: dict[tuple[str, int | None, int | None, int], EventCount] = {}
         self._lines = self._open_lines()
         try:
             first = next(self._lines, b"")
@@ -228,35 +236,28 @@ class RecordingReader:
 
     def _event(self, line: bytes, lineno: int) -> RawEvent | None:
         try:
-            d = json.loads(line)
+            d = orjson.loads(line)
             guid, ident, opcode, version = d["guid"], d["id"], d["opcode"], int(d["version"])
             key = ident if ident is not None else opcode
-            fields = d.get("fields") or {}
-            status = DecodeStatus(d.get("status", "ok"))
+            fields = d["fields"]
+            status = _OK if "status" not in d else DecodeStatus(d["status"])
             self._types.restore(guid, key, version, fields)
-            payload = bytes.fromhex(d["payload"]) if status is not DecodeStatus.OK else None
-            ev = RawEvent(
-                guid,
-                d["provider"],
-                self._names.get((guid, key), ""),
-                ident,
-                opcode,
-                version,
-                parse_time(d["ts"]),
-                int(d["pid"]),
-                int(d["tid"]),
-                int(d["cpu"]),
-                fields,
-                status,
-                payload,
-            )
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            payload = bytes.fromhex(d["payload"]) if status is not _OK else None
+            ev = RawEvent(guid, d["provider"], self._names.get((guid, key), ""), ident, opcode, version,
+                          parse_time(d["ts"]), int(d["pid"]), int(d["tid"]), int(d["cpu"]),
+                          fields, status, payload)  # fmt: skip
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:  # orjson.JSONDecodeError is a ValueError
             self.damage.append(SourceDamage(str(self.path), f"line {lineno}", f"not a valid event: {exc}"))
             return None
-        ec = self.stats.entry(guid, ident, opcode, version, ev.provider, ev.name, known=bool(ev.name))
-        ec.count += 1
-        if status is DecodeStatus.ERROR:
-            ec.decode_errors += 1
-        elif status is DecodeStatus.UNDECODED:
-            ec.undecoded += 1
+        counts = self._counts.get((guid, ident, opcode, version))
+        if counts is None:
+            counts = self._counts[(guid, ident, opcode, version)] = self.stats.entry(
+                guid, ident, opcode, version, ev.provider, ev.name, known=bool(ev.name)
+            )
+        counts.count += 1
+        if status is not _OK:
+            if status is DecodeStatus.ERROR:
+                counts.decode_errors += 1
+            else:
+                counts.undecoded += 1
         return ev
