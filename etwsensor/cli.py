@@ -263,14 +263,20 @@ def _check_inputs(files: list[Path]) -> None:
 
 @app.command("replay")
 def replay_command(
-    files: list[Path] = typer.Argument(..., help=".etl files, recordings (.jsonl, .jsonl.zst), row files (.ndjson)."),
+    files: list[Path] = typer.Argument(
+        ..., help=".etl files, recordings (.jsonl, .jsonl.zst), row files (.ndjson)."
+    ),
     rules: list[Path] = typer.Option([], "--rules", help="Rule files or folders (repeatable)."),
     no_builtin: bool = typer.Option(False, "--no-builtin", help="Do not load the built-in rule pack."),
     sink: list[str] = typer.Option([], "--sink", help="Sink URL (repeatable); default: stdout."),
     config: Path | None = typer.Option(None, "--config", help="TOML configuration file."),
-    device_map: str | None = typer.Option(None, "--device-map", help='JSON file or "C:=\\Device\\HarddiskVolume3;…".'),
+    device_map: str | None = typer.Option(
+        None, "--device-map", help='JSON file or "C:=\\Device\\HarddiskVolume3;…".'
+    ),
     now: str | None = typer.Option(None, "--now", help="Pin the stream clock for now()/ago() (ISO-8601)."),
-    json_summary: bool = typer.Option(False, "--json-summary", help="The closing summary as one JSON object on stderr."),
+    json_summary: bool = typer.Option(
+        False, "--json-summary", help="The closing summary as one JSON object on stderr."
+    ),
 ) -> None:
     """Replay traces through the normalizer and the rules; alerts go to the sinks (stdout by default)."""
     from etwsensor.alerts.allowlist import Allowlist
@@ -283,7 +289,9 @@ def replay_command(
     ruleset = _ruleset_or_exit([*settings.rules.paths, *rules], settings.rules.builtin and not no_builtin)
     sup = settings.suppression
     suppressor = suppressor_from(
-        sup.window_seconds, sup.key_columns, {k: (v.window_seconds, v.key_columns) for k, v in sup.rules.items()}
+        sup.window_seconds,
+        sup.key_columns,
+        {k: (v.window_seconds, v.key_columns) for k, v in sup.rules.items()},
     )
     detector = Detector(ruleset, str(files[0]), Allowlist(settings.allowlist), suppressor)
     try:
@@ -317,7 +325,9 @@ def _progress() -> Iterator[Callable[[int, int, int], None] | None]:
 
         def update(events: int, rows: int, alerts: int) -> None:
             rate = events / max(time.monotonic() - started, 1e-6)
-            bar.update(task, description=f"{events:,} events ({rate:,.0f}/s)  {rows:,} rows  {alerts:,} alerts")
+            bar.update(
+                task, description=f"{events:,} events ({rate:,.0f}/s)  {rows:,} rows  {alerts:,} alerts"
+            )
 
         yield update
 
@@ -347,7 +357,9 @@ def _print_summary(doc: dict[str, Any], as_json: bool, rule_names: dict[str, str
 @app.command("baseline")
 def baseline_command(
     files: list[Path] = typer.Argument(..., help="Clean recordings or .etl files of normal activity."),
-    output: Path = typer.Option(..., "--output", "-o", help="Allowlist TOML to write, for a human to review."),
+    output: Path = typer.Option(
+        ..., "--output", "-o", help="Allowlist TOML to write, for a human to review."
+    ),
     rules: list[Path] = typer.Option([], "--rules", help="Rule files or folders (repeatable)."),
     no_builtin: bool = typer.Option(False, "--no-builtin", help="Do not load the built-in rule pack."),
     config: Path | None = typer.Option(None, "--config", help="TOML configuration file."),
@@ -377,7 +389,9 @@ app.add_typer(config_app, name="config")
 
 
 @config_app.command("show")
-def config_show(config: Path | None = typer.Option(None, "--config", help="TOML configuration file.")) -> None:
+def config_show(
+    config: Path | None = typer.Option(None, "--config", help="TOML configuration file."),
+) -> None:
     """Print the effective configuration (file + environment) as JSON, secrets masked."""
     from etwsensor.config import effective_config
 

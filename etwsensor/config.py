@@ -27,7 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from etwsensor.alerts.allowlist import AllowEntry
 from etwsensor.errors import validation_reason
@@ -42,7 +47,7 @@ class RulesConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     paths: list[Path] = Field(default_factory=list, description="rule files or folders")
-    builtin: bool = Field(True, description="load the built-in rule pack")
+    builtin: bool = Field(default=True, description="load the built-in rule pack")
 
 
 class OutputConfig(BaseModel):
@@ -54,14 +59,14 @@ class OutputConfig(BaseModel):
 class RuleSuppression(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    window_seconds: float | None = Field(None, ge=0)
+    window_seconds: float | None = Field(default=None, ge=0)
     key_columns: list[str] | None = None
 
 
 class SuppressionConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    window_seconds: float = Field(600, ge=0, description="0 turns suppression off")
+    window_seconds: float = Field(default=600, ge=0, description="0 turns suppression off")
     key_columns: list[str] = Field(
         default_factory=lambda: ["InitiatingProcessFolderPath", "FolderPath", "RegistryKey"]
     )
@@ -76,7 +81,7 @@ class Settings(BaseSettings):
     sink: SinkSettings = Field(default_factory=SinkSettings)
     suppression: SuppressionConfig = Field(default_factory=SuppressionConfig)
     allowlist: list[AllowEntry] = Field(default_factory=list)
-    device_map: str | None = Field(None, description='JSON file or "C:=\\Device\\HarddiskVolume3;…"')
+    device_map: str | None = Field(default=None, description='JSON file or "C:=\\Device\\HarddiskVolume3;…"')
 
 
 def load_settings(path: Path | None = None, **overrides: Any) -> Settings:

@@ -101,7 +101,9 @@ class ReplaySummary:
 Progress = Callable[[int, int, int], None]  # events, rows, alerts so far
 
 
-def _rows_of(path: Path, device_map: str | None, summary: ReplaySummary) -> Iterator[tuple[str, dict[str, Any], datetime | None]]:  # noqa: E501
+def _rows_of(
+    path: Path, device_map: str | None, summary: ReplaySummary
+) -> Iterator[tuple[str, dict[str, Any], datetime | None]]:
     """(table, row, event time) of one input; fills the input's counts into the summary at the end."""
     from etwsensor.normalize import Normalizer, is_row_file
     from etwsensor.sources import open_source

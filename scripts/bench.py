@@ -178,7 +178,11 @@ def main() -> None:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core, as the figures claim
     machine = {"python": platform.python_version(), "cpu": platform.processor() or platform.machine()}
-    result = bench_decode(args.etl, args.repeat) if args.what == "decode" else bench_replay(args.events, args.repeat)
+    result = (
+        bench_decode(args.etl, args.repeat)
+        if args.what == "decode"
+        else bench_replay(args.events, args.repeat)
+    )
     json.dump({"bench": args.what, "machine": machine, **result}, sys.stdout, indent=2)
     sys.stdout.write("\n")
 

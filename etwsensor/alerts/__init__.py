@@ -4,4 +4,12 @@ from etwsensor.alerts.allowlist import AllowEntry, Allowlist
 from etwsensor.alerts.model import SCHEMA_VERSION, Alert, build_alert
 from etwsensor.alerts.suppress import SuppressionPolicy, Suppressor
 
-__all__ = ["SCHEMA_VERSION", "AllowEntry", "Alert", "Allowlist", "SuppressionPolicy", "Suppressor", "build_alert"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "Alert",
+    "AllowEntry",
+    "Allowlist",
+    "SuppressionPolicy",
+    "Suppressor",
+    "build_alert",
+]

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from etwsensor import __version__
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION: Final = "1.0"
 Severity = Literal["informational", "low", "medium", "high"]
 
 
@@ -65,7 +65,9 @@ class Alert(BaseModel):
     row: dict[str, Any] = Field(description="The columns the query projects, with Defender names")
     sensor: AlertSensor
     suppressed_count: int = Field(
-        0, ge=0, description="Alerts of the same rule, reason and key columns suppressed since the last one sent"
+        0,
+        ge=0,
+        description="Alerts of the same rule, reason and key columns suppressed since the last one sent",
     )
 
 

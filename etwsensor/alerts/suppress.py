@@ -36,7 +36,9 @@ class Suppressor:
         self._state: dict[tuple[Any, ...], _KeyState] = {}
         self.suppressed = Counter[str]()  # rule id -> alerts held back
 
-    def admit(self, rule_id: str, reason: str | None, row: dict[str, Any], when: datetime | None) -> int | None:
+    def admit(
+        self, rule_id: str, reason: str | None, row: dict[str, Any], when: datetime | None
+    ) -> int | None:
         """None: suppress this alert. Otherwise send it, with the returned suppressed_count."""
         policy = self.per_rule.get(rule_id, self.default)
         if policy.window <= timedelta(0) or when is None:

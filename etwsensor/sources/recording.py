@@ -25,7 +25,6 @@ from etwsensor.events import DecodeStatus, RawEvent
 from etwsensor.sources.damage import SourceDamage
 from etwsensor.sources.header import RecordingHeader
 
-
 _OK = DecodeStatus.OK
 
 
@@ -246,7 +245,12 @@ class RecordingReader:
             ev = RawEvent(guid, d["provider"], self._names.get((guid, key), ""), ident, opcode, version,
                           parse_time(d["ts"]), int(d["pid"]), int(d["tid"]), int(d["cpu"]),
                           fields, status, payload)  # fmt: skip
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:  # orjson.JSONDecodeError is a ValueError
+        except (
+            ValueError,
+            KeyError,
+            TypeError,
+            AttributeError,
+        ) as exc:  # orjson.JSONDecodeError is a ValueError
             self.damage.append(SourceDamage(str(self.path), f"line {lineno}", f"not a valid event: {exc}"))
             return None
         counts = self._counts.get((guid, ident, opcode, version))

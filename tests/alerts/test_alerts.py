@@ -37,13 +37,22 @@ def builtin() -> RuleSet:
     return ruleset
 
 
-def powershell_row(ts: datetime, report_id: int, cmd: str = "powershell -c GetAsyncKeyState") -> dict[str, Any]:
+def powershell_row(
+    ts: datetime, report_id: int, cmd: str = "powershell -c GetAsyncKeyState"
+) -> dict[str, Any]:
     return {
-        "Timestamp": ts, "DeviceId": "dev-1", "DeviceName": "ws01", "ActionType": "ProcessCreated",
-        "FileName": "powershell.exe", "FolderPath": "C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe",
-        "ProcessCommandLine": cmd, "InitiatingProcessFileName": "explorer.exe",
-        "InitiatingProcessFolderPath": "C:\\Windows\\explorer.exe", "AccountName": "alice", "ReportId": report_id,
-    }  # fmt: skip
+        "Timestamp": ts,
+        "DeviceId": "dev-1",
+        "DeviceName": "ws01",
+        "ActionType": "ProcessCreated",
+        "FileName": "powershell.exe",
+        "FolderPath": "C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe",
+        "ProcessCommandLine": cmd,
+        "InitiatingProcessFileName": "explorer.exe",
+        "InitiatingProcessFolderPath": "C:\\Windows\\explorer.exe",
+        "AccountName": "alice",
+        "ReportId": report_id,
+    }
 
 
 def test_an_alert_follows_the_published_schema(builtin: RuleSet) -> None:
@@ -74,7 +83,9 @@ def test_alert_id_is_stable_and_tells_events_apart(builtin: RuleSet) -> None:
 
 def test_suppression_counts_repeats_within_the_window(builtin: RuleSet) -> None:
     det = Detector(builtin, "t", suppressor=Suppressor(SuppressionPolicy(timedelta(minutes=10))))
-    sent = [det.on_row("DeviceProcessEvents", powershell_row(T0 + timedelta(minutes=m), m), T0) for m in range(5)]
+    sent = [
+        det.on_row("DeviceProcessEvents", powershell_row(T0 + timedelta(minutes=m), m), T0) for m in range(5)
+    ]
     seeds = [[a for a in batch if a["rule"]["id"] == SEED] for batch in sent]
     assert [len(s) for s in seeds] == [1, 0, 0, 0, 0]
     later = det.on_row("DeviceProcessEvents", powershell_row(T0 + timedelta(minutes=11), 99), T0)
@@ -95,8 +106,12 @@ def test_allowlist_silences_before_alerting(builtin: RuleSet) -> None:
     assert SEED not in {a["rule"]["id"] for a in alerts}
     assert alerts, "the other rules still alert"
     assert allow.silenced[SEED] == 1
-    regex = Allowlist([AllowEntry(rule="*", column="ProcessCommandLine", operator="matches", value=r"Get\w+State")])
-    assert Detector(builtin, "t", allowlist=regex).on_row("DeviceProcessEvents", powershell_row(T0, 1), T0) == []
+    regex = Allowlist(
+        [AllowEntry(rule="*", column="ProcessCommandLine", operator="matches", value=r"Get\w+State")]
+    )
+    assert (
+        Detector(builtin, "t", allowlist=regex).on_row("DeviceProcessEvents", powershell_row(T0, 1), T0) == []
+    )
 
 
 def test_allowlist_rejects_a_bad_regex() -> None:
@@ -123,7 +138,9 @@ def test_the_demo_raises_every_seed_reason_and_every_tuned_rule(builtin: RuleSet
 
 def test_baseline_writes_entries_that_silence_the_recording(builtin: RuleSet, tmp_path: Path) -> None:
     collector = collect_entries()
-    replay([DEMO], Detector(builtin, "demo", suppressor=Suppressor(SuppressionPolicy(timedelta(0)))), [collector])
+    replay(
+        [DEMO], Detector(builtin, "demo", suppressor=Suppressor(SuppressionPolicy(timedelta(0)))), [collector]
+    )
     text = allowlist_toml(collector.entries(), [str(DEMO)])
     entries = [AllowEntry(**{k: v for k, v in e.items()}) for e in tomllib.loads(text)["allowlist"]]
     assert entries

@@ -24,7 +24,9 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_file_then_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg = write(tmp_path, '[output]\nsinks = ["stdout", "file:/tmp/a.ndjson"]\n[suppression]\nwindow_seconds = 60\n')
+    cfg = write(
+        tmp_path, '[output]\nsinks = ["stdout", "file:/tmp/a.ndjson"]\n[suppression]\nwindow_seconds = 60\n'
+    )
     s = load_settings(cfg)
     assert s.output.sinks == ["stdout", "file:/tmp/a.ndjson"]
     assert s.suppression.window_seconds == 60 and s.rules.builtin is True
@@ -33,7 +35,9 @@ def test_file_then_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_invalid_file_names_the_key_and_the_reason(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"etwsensor\.toml: suppression\.window_seconds: .*greater than or equal"):
+    with pytest.raises(
+        ConfigError, match=r"etwsensor\.toml: suppression\.window_seconds: .*greater than or equal"
+    ):
         load_settings(write(tmp_path, "[suppression]\nwindow_seconds = -1\n"))
     with pytest.raises(ConfigError, match=r"etwsensor\.toml: output\.sinkz: Extra inputs are not permitted"):
         load_settings(write(tmp_path, '[output]\nsinkz = ["stdout"]\n'))
@@ -47,8 +51,10 @@ def test_the_false_positive_example_loads_and_is_anchored() -> None:
     s = load_settings(FP_EXAMPLE)
     assert len(s.allowlist) >= 12
     allow = Allowlist(s.allowlist)
+
     def silenced(path: str) -> bool:
         return allow.allows("any-rule", {"InitiatingProcessFolderPath": path}, {})
+
     assert silenced("C:\\Program Files\\NVDA\\nvda.exe")
     assert silenced("C:\\Program Files (x86)\\TeamViewer\\TeamViewer.exe")
     assert silenced("c:\\program files\\autohotkey\\v2\\AutoHotkey64.exe")
@@ -66,6 +72,7 @@ def test_config_show_masks_secrets(tmp_path: Path) -> None:
     assert doc["output"]["sinks"] == ["hec+https://splunk.example:8088/services/collector"]
     assert "s3cr3t-token-value" not in r.stdout and "s3cr3t" not in r.stderr
     assert doc["sink"]["hec_token"] not in ("", None)  # set, but masked
-    bad = subprocess.run([sys.executable, "-m", "etwsensor", "config", "show", "--config", str(tmp_path / "no.toml")],
+    missing = str(tmp_path / "no.toml")
+    bad = subprocess.run([sys.executable, "-m", "etwsensor", "config", "show", "--config", missing],
                          capture_output=True, text=True, check=False)  # fmt: skip
     assert bad.returncode == 2 and "no such config file" in bad.stderr

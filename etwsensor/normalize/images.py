@@ -1,0 +1,72 @@
+"""Image loads → DeviceImageLoadEvents.
+
+Real loads come from the classic Image Load (opcode 10) and Kernel-Process ImageLoad (id 5); when
+both report the same (pid, ImageBase) it is one row. Rundown (Image DCStart) makes no rows; it
+only tells the process table where each process's image lives.
+"""
+
+from __future__ import annotations
+
+from etwsensor.events import RawEvent
+from etwsensor.normalize.cache import BoundedCache
+from etwsensor.normalize.paths import PathResolver, file_name_of
+from etwsensor.normalize.processes import ProcessTracker
+from etwsensor.normalize.rows import Handlers, Row, RowSink, path_unresolved
+
+IMAGE_TABLE = "DeviceImageLoadEvents"
+_CLASSIC, _MANIFEST = "classic", "manifest"
+
+
+class ImageTracker:
+    def __init__(
+        self, sink: RowSink, paths: PathResolver, processes: ProcessTracker, max_loaded: int = 8192
+    ) -> None:
+        self._sink = sink
+        self._paths = paths
+        self._processes = processes
+        # (pid, ImageBase) → which provider reported the load; for the classic/manifest de-duplication
+        self.loaded: BoundedCache[tuple[int, int], str] = BoundedCache("image_loads", max_loaded)
+
+    def handlers(self) -> Handlers:
+        return {
+            ("Image", "Load"): self._classic_load,
+            ("Image", "DCStart"): self._classic_rundown,
+            ("Image", "UnLoad"): self._classic_unload,
+            ("Microsoft-Windows-Kernel-Process", "ImageLoad"): self._manifest_load,
+            ("Microsoft-Windows-Kernel-Process", "ImageUnload"): self._manifest_unload,
+        }
+
+    def _classic_load(self, ev: RawEvent) -> None:
+        f = ev.fields
+        self._load(ev, f.get("ProcessId", ev.pid), f.get("ImageBase", 0), f.get("FileName", ""), _CLASSIC)
+
+    def _manifest_load(self, ev: RawEvent) -> None:
+        f = ev.fields
+        self._load(ev, f.get("ProcessID", ev.pid), f.get("ImageBase", 0), f.get("ImageName", ""), _MANIFEST)
+
+    def _classic_rundown(self, ev: RawEvent) -> None:
+        f = ev.fields
+        self._processes.learn_image(f.get("ProcessId", ev.pid), f.get("FileName", ""))
+
+    def _classic_unload(self, ev: RawEvent) -> None:
+        f = ev.fields
+        self.loaded.pop((f.get("ProcessId", ev.pid), f.get("ImageBase", 0)))
+
+    def _manifest_unload(self, ev: RawEvent) -> None:
+        f = ev.fields
+        self.loaded.pop((f.get("ProcessID", ev.pid), f.get("ImageBase", 0)))
+
+    def _load(self, ev: RawEvent, pid: int, base: int, nt_path: str, source: str) -> None:
+        key = (pid, base)
+        seen = self.loaded.get(key)
+        if seen is not None and seen != source:
+            self.loaded.pop(key)  # the other provider's report of the same load
+            return
+        self.loaded.put(key, source)
+        path = self._paths.to_dos(nt_path)
+        self._processes.learn_image(pid, path)
+        proc = self._processes.get(pid)
+        row: Row = dict(proc.initiating()) if proc is not None else {"InitiatingProcessId": pid}
+        row["FileName"] = file_name_of(path)
+        row["FolderPath"] = path
+        self._sink.emit(IMAGE_TABLE, "ImageLoaded", ev.ts, row, proc is None or path_unresolved(path))
