@@ -3,6 +3,7 @@
 
     python scripts/bench.py decode [--etl FILE] [--repeat N]
     python scripts/bench.py replay [--events N]
+    python scripts/bench.py normalize|rules|sinks [their options]   (scripts/bench_<stage>.py)
 
 decode: reading + decoding the real perfview .etl (tests/data/etl), records/s and decoded events/s,
 beside dissect.etl on the same file in the same run when it is installed (`pip install -e .[bench]`;
@@ -11,7 +12,6 @@ AGPL, a comparison point only, never used by etwsensor itself).
 replay: end to end (recording → decode → normalize → built-in rules → alerts → a file sink) on the demo
 recording scaled up to >= 1M events (bench-data/, git-ignored; made once), events/s; and the alert
 latency (event read from the source → alert written by the sink) p50/p99 in streaming mode.
-Normalizer and rule-engine stage benchmarks: scripts/bench_normalize.py, scripts/bench_rules.py.
 """
 
 from __future__ import annotations
@@ -168,7 +168,18 @@ def bench_replay(events: int, repeat: int) -> dict[str, object]:
     return result
 
 
+# Stage benchmarks that live in their own scripts: `bench.py normalize …` runs scripts/bench_normalize.py ….
+STAGE_SCRIPTS = {"normalize": "bench_normalize.py", "rules": "bench_rules.py", "sinks": "bench_sinks.py"}
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] in STAGE_SCRIPTS:
+        import runpy
+
+        script = Path(__file__).with_name(STAGE_SCRIPTS[sys.argv[1]])
+        sys.argv = [str(script), *sys.argv[2:]]
+        runpy.run_path(str(script), run_name="__main__")
+        return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=["decode", "replay"], help="which stage to measure")
     ap.add_argument("--etl", type=Path, default=PERFVIEW)
