@@ -42,6 +42,7 @@ def test_every_required_provider_is_defined() -> None:
         "Registry": "ae53722e-c863-11d2-8659-00c04fa321a1",
         "FileIo": "90cbdc39-4a3e-11d1-84f4-0000f80464e3",
         "SystemConfigEx": "9b79ee91-b5fd-41c0-a243-4248e266e9d0",
+        "Microsoft-Windows-Kernel-EventTracing": "b675ec37-bdb6-4648-bc92-f3fdc74d3ca2",
     }
     assert {n: p.guid for n, p in provs.items()} == expected
 
@@ -52,6 +53,7 @@ def test_every_required_provider_is_defined() -> None:
         ("Microsoft-Windows-Kernel-Process", {1, 2, 5, 6, 15}),
         ("Microsoft-Windows-Kernel-File", set(range(10, 31))),
         ("Microsoft-Windows-Kernel-Registry", set(range(1, 16))),
+        ("Microsoft-Windows-Kernel-EventTracing", {3, 11, 15, 41}),  # the tamper watch's events
     ],
 )
 def test_manifest_events_match_the_manifest_dump(provider: str, ids: set[int]) -> None:

@@ -1,0 +1,169 @@
+"""Host facts the live trace records in its header: device map, SID → account, host name, OS build.
+
+Behind a small ``HostApi`` interface: ``WindowsHostApi`` calls kernel32/advapi32 (Windows only, loaded
+lazily); tests pass a fake. The header makes the recording replay to identical rows elsewhere.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import platform
+import socket
+import sys
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from etwsensor.events import RawEvent
+from etwsensor.sources.header import HostInfo, RecordingHeader
+
+SYSTEM_CONFIG_EX = "9b79ee91-b5fd-41c0-a243-4248e266e9d0"  # VolumeMapping records (CORRECTIONS §3)
+PROFILE_LIST = r"SOFTWARE\Microsoft\Windows NT\CurrentVersion\ProfileList"
+
+
+class HostApi(Protocol):
+    def logical_drives(self) -> list[str]:
+        """Drive names such as "C:"."""
+
+    def query_dos_device(self, drive: str) -> str | None:
+        """The NT device behind a drive ("\\Device\\HarddiskVolume3"), None if it has none."""
+
+    def lookup_account_sid(self, sid: str) -> str | None:
+        """ "DOMAIN\\name" for a SID string, None when it does not resolve."""
+
+    def profile_sids(self) -> list[str]:
+        """SIDs with a user profile on this host (the accounts likely to run processes)."""
+
+    def host_name(self) -> str: ...
+
+    def os_build(self) -> str: ...
+
+
+def device_map(api: HostApi) -> dict[str, str]:
+    """NT device → drive letter for every logical drive (network drives have no local device: skipped)."""
+    out: dict[str, str] = {}
+    for drive in api.logical_drives():
+        device = api.query_dos_device(drive)
+        if device and device.startswith("\\Device\\"):
+            out[device] = drive
+    return out
+
+
+class SidResolver:
+    """SID → "DOMAIN\\name" through LookupAccountSid, cached (misses too: a lookup may ask a DC)."""
+
+    def __init__(self, api: HostApi, limit: int = 4096) -> None:
+        self._api = api
+        self._limit = limit
+        self.cache: dict[str, str | None] = {}
+
+    def resolve(self, sid: str) -> str | None:
+        if sid in self.cache:
+            return self.cache[sid]
+        account = self._api.lookup_account_sid(sid)
+        if len(self.cache) < self._limit:
+            self.cache[sid] = account
+        return account
+
+    def known(self) -> dict[str, str]:
+        return {sid: account for sid, account in self.cache.items() if account}
+
+
+def live_header(api: HostApi, pointer_size: int, sids: Iterable[str] = ()) -> RecordingHeader:
+    """The header of a live trace: host, OS build, pointer size, device map, SID map, start time."""
+    resolver = SidResolver(api)
+    for sid in [*api.profile_sids(), *sids]:
+        resolver.resolve(sid)
+    return RecordingHeader(
+        host=HostInfo(name=api.host_name(), os_build=api.os_build()),
+        pointer_size=8 if pointer_size == 8 else 4,
+        device_map=device_map(api),
+        sids=resolver.known(),
+        start=datetime.now(UTC),
+    )
+
+
+class DeviceMapWatch:
+    """Notices volumes that arrive while tracing; each new mapping becomes a SystemConfigEx VolumeMapping
+    event in the stream, so the normalizer learns it and the recording carries it for replay."""
+
+    def __init__(self, api: HostApi, known: dict[str, str]) -> None:
+        self._api = api
+        self.known = dict(known)
+
+    def changes(self) -> list[RawEvent]:
+        now = datetime.now(UTC)
+        out: list[RawEvent] = []
+        for device, drive in device_map(self._api).items():
+            if self.known.get(device) != drive:
+                self.known[device] = drive
+                fields = {"NtPath": device + "\\", "DosPath": drive + "\\"}
+                out.append(RawEvent(SYSTEM_CONFIG_EX, "SystemConfigEx", "VolumeMapping", None, 35, 0, now,
+                                    0, 0, 0, fields))  # fmt: skip
+        return out
+
+
+# --- Windows -----------------------------------------------------------------------------------
+
+
+class WindowsHostApi:
+    """kernel32/advapi32 through ctypes; only constructed on Windows."""
+
+    def __init__(self) -> None:
+        if sys.platform != "win32":
+            raise OSError("WindowsHostApi needs Windows")
+        loader: Any = getattr(ctypes, "WinDLL")  # noqa: B009 - absent from ctypes off Windows
+        self._k32: Any = loader("kernel32", use_last_error=True)
+        self._adv: Any = loader("advapi32", use_last_error=True)
+
+    def logical_drives(self) -> list[str]:
+        mask = self._k32.GetLogicalDrives()
+        return [f"{chr(65 + i)}:" for i in range(26) if mask >> i & 1]
+
+    def query_dos_device(self, drive: str) -> str | None:
+        buf = ctypes.create_unicode_buffer(1024)
+        n = self._k32.QueryDosDeviceW(drive, buf, len(buf))
+        return buf.value if n else None
+
+    def lookup_account_sid(self, sid: str) -> str | None:
+        psid = ctypes.c_void_p()
+        if not self._adv.ConvertStringSidToSidW(sid, ctypes.byref(psid)):
+            return None
+        try:
+            name = ctypes.create_unicode_buffer(256)
+            domain = ctypes.create_unicode_buffer(256)
+            n_name, n_domain, use = ctypes.c_uint32(256), ctypes.c_uint32(256), ctypes.c_uint32()
+            ok = self._adv.LookupAccountSidW(None, psid, name, ctypes.byref(n_name), domain,
+                                             ctypes.byref(n_domain), ctypes.byref(use))  # fmt: skip
+            if not ok:
+                return None
+            return f"{domain.value}\\{name.value}" if domain.value else name.value
+        finally:
+            self._k32.LocalFree(psid)
+
+    def profile_sids(self) -> list[str]:
+        import winreg  # type: ignore[import-not-found,unused-ignore]
+
+        out: list[str] = []
+        try:
+            key: Any = winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, PROFILE_LIST)  # type: ignore[attr-defined,unused-ignore]
+        except OSError:
+            return out
+        with key:
+            i = 0
+            while True:
+                try:
+                    out.append(winreg.EnumKey(key, i))  # type: ignore[attr-defined,unused-ignore]
+                except OSError:
+                    return out
+                i += 1
+
+    def host_name(self) -> str:
+        return socket.gethostname()
+
+    def os_build(self) -> str:
+        return platform.version()
+
+
+def pointer_size() -> int:
+    return ctypes.sizeof(ctypes.c_void_p)

@@ -1,0 +1,176 @@
+"""Loss accounting, tamper watch and watchdog restarts, with a fake controller and clocks."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from etwsensor.alerts.model import Alert
+from etwsensor.events import RawEvent
+from etwsensor.sources.live.health import (
+    DEGRADED_RULE,
+    EVENT_TRACING,
+    TAMPER_RULE,
+    SessionStats,
+    Watchdog,
+)
+
+KERNEL, PROVIDERS = "etwsensor-kernel-7", "etwsensor-providers-7"
+T0 = datetime(2026, 11, 28, 1, 0, tzinfo=UTC)
+
+
+class FakeEtw:
+    """Sessions that can be stopped, lose events, and refuse to restart a number of times."""
+
+    def __init__(self) -> None:
+        self.stats = {KERNEL: SessionStats(), PROVIDERS: SessionStats()}
+        self.gone: set[str] = set()
+        self.refuse = 0
+        self.restarts: list[str] = []
+
+    def query(self, name: str) -> SessionStats | None:
+        return None if name in self.gone else self.stats[name]
+
+    def restart(self, name: str) -> bool:
+        self.restarts.append(name)
+        if self.refuse:
+            self.refuse -= 1
+            return False
+        self.gone.discard(name)
+        self.stats[name] = SessionStats()
+        return True
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def make() -> tuple[FakeEtw, Clock, list[dict[str, Any]], Watchdog]:
+    etw, clock, out = FakeEtw(), Clock(), []
+    dog = Watchdog(etw, [KERNEL, PROVIDERS], out.append, host=("host1", "dev1"), clock=lambda: T0,
+                   monotonic=clock, degraded_every=60, backoff_first=1, backoff_max=8)  # fmt: skip
+    return etw, clock, out, dog
+
+
+def tracing_event(name: str, event_id: int, fields: dict[str, Any]) -> RawEvent:
+    guid = "b675ec37-bdb6-4648-bc92-f3fdc74d3ca2"
+    return RawEvent(guid, EVENT_TRACING, name, event_id, None, 0, T0, 4242, 1, 0, fields)
+
+
+def test_no_loss_no_alert() -> None:
+    _etw, _clock, out, dog = make()
+    dog.poll()
+    dog.poll()
+    assert out == []
+
+
+def test_loss_raises_one_degraded_alert_per_interval_with_the_counts_since_the_last() -> None:
+    etw, clock, out, dog = make()
+    etw.stats[KERNEL] = SessionStats(events_lost=5, realtime_buffers_lost=1)
+    dog.poll()
+    assert len(out) == 1
+    a = out[0]
+    Alert.model_validate(a)  # the published alert schema
+    assert a["rule"]["id"] == DEGRADED_RULE.id and a["table"] == "SensorHealth"
+    assert a["row"]["SessionName"] == KERNEL
+    assert (a["row"]["EventsLost"], a["row"]["RealTimeBuffersLost"]) == (5, 1)
+    assert a["host"] == {"name": "host1", "device_id": "dev1"}
+    etw.stats[KERNEL] = SessionStats(events_lost=9, realtime_buffers_lost=1)
+    clock.t = 30
+    dog.poll()
+    assert len(out) == 1  # within the interval: held
+    clock.t = 61
+    dog.poll()
+    assert len(out) == 2 and out[1]["row"]["EventsLost"] == 4  # the new losses only
+    assert out[0]["alert_id"] != out[1]["alert_id"]
+
+
+def test_queue_drops_are_reported_as_degraded() -> None:
+    _etw, _clock, out, dog = make()
+    dog.queue_drops(0)
+    dog.poll()
+    assert out == []
+    dog.queue_drops(120)
+    dog.poll()
+    assert [a["row"].get("QueueDropped") for a in out] == [120]
+
+
+def test_a_session_stop_event_from_the_other_session_is_tamper_and_restarts() -> None:
+    etw, _clock, out, dog = make()
+    etw.gone.add(KERNEL)
+    dog.on_event(tracing_event("SessionStop11", 11, {"SessionName": KERNEL, "LoggerMode": 0}))
+    dog.on_event(tracing_event("SessionStop11", 11, {"SessionName": "SomeoneElsesSession"}))
+    assert [a["rule"]["id"] for a in out] == [TAMPER_RULE.id]
+    a = out[0]
+    Alert.model_validate(a)
+    assert a["rule"]["techniques"] == ["T1562.006"] and a["rule"]["severity"] == "high"
+    assert "pid 4242" in a["reason"] and a["row"]["SessionName"] == KERNEL
+    dog.poll()
+    assert etw.restarts == [KERNEL] and KERNEL not in etw.gone
+    assert dog.state()["sessions"][KERNEL] == {"stopped": "", "restarts": 1, "lost": 0}
+    assert len(out) == 1  # a query failing for the gone session was not a second alert
+
+
+def test_provider_disable_naming_our_session_is_tamper() -> None:
+    _etw, _clock, out, dog = make()
+    dog.on_event(tracing_event("ProviderDisable", 15, {"ProviderName": "edd08927-9cc4-4e65-b970-c2560fb5c289",
+                                                      "SessionName": PROVIDERS}))  # fmt: skip
+    assert len(out) == 1 and "edd08927" in out[0]["reason"]
+
+
+def test_query_failure_without_an_event_is_a_stop_too() -> None:
+    etw, _clock, out, dog = make()
+    etw.gone.add(PROVIDERS)
+    dog.poll()
+    assert [a["rule"]["id"] for a in out] == [TAMPER_RULE.id]
+    assert "QUERY" in out[0]["reason"] and etw.restarts == [PROVIDERS]
+
+
+def test_process_trace_returning_is_a_stop() -> None:
+    _etw, _clock, out, dog = make()
+    dog.consumer_returned(KERNEL)
+    dog.consumer_returned(KERNEL)
+    assert len(out) == 1 and "ProcessTrace" in out[0]["reason"]
+
+
+def test_failed_restarts_back_off_exponentially_up_to_the_cap() -> None:
+    etw, clock, out, dog = make()
+    etw.gone.add(KERNEL)
+    etw.refuse = 5
+    attempts: list[float] = []
+    for second in range(0, 40):
+        clock.t = float(second)
+        before = len(etw.restarts)
+        dog.poll()
+        if len(etw.restarts) > before:
+            attempts.append(clock.t)
+    # tries at 0, then after 1, 2, 4, 8, 8 seconds; the sixth attempt succeeds
+    assert attempts == [0, 1, 3, 7, 15, 23]
+    assert KERNEL not in etw.gone and len(out) == 1
+
+
+def test_our_own_stops_are_not_tamper() -> None:
+    etw, clock, out, dog = make()
+    etw.gone.add(KERNEL)
+    dog.poll()  # QUERY fails: tamper, restart
+    assert len(out) == 1 and etw.restarts == [KERNEL]
+    # the stop event of the session the restart replaced arrives late: expected, not a second tamper
+    clock.t = 5
+    dog.on_event(tracing_event("SessionStop11", 11, {"SessionName": KERNEL}))
+    assert len(out) == 1
+    # a later stop by someone else is tamper again
+    clock.t = 50
+    dog.on_event(tracing_event("SessionStop11", 11, {"SessionName": KERNEL}))
+    assert len(out) == 2
+    dog.poll()
+    # shutting down: our stops raise events and end ProcessTrace; none of it is tamper
+    dog.shutdown()
+    dog.on_event(tracing_event("SessionStop11", 11, {"SessionName": PROVIDERS}))
+    dog.consumer_returned(KERNEL)
+    etw.gone.add(PROVIDERS)
+    dog.poll()
+    assert len(out) == 2
