@@ -1,0 +1,602 @@
+"""Rule files → compiled rules → a :class:`RuleSet` that evaluates one row at a time.
+
+Formats: Sentinel analytic-rule YAML (``id, name, description, severity, tactics,
+relevantTechniques, query`` + optional ``confidence, falsePositives, references, version``) and
+plain ``.kql`` with an optional ``// key: value`` comment header.
+
+Compiling starts from duckdb-kql's IR, which is slow to produce (a pure-Python ANTLR parse), so
+the IR of each query is cached on disk keyed by the hash of its text and the versions of the
+front end and of this compiler. The cache directory is ``$ETWSENSOR_CACHE_DIR`` or
+``~/.cache/etwsensor``; it holds pickles, so it must be as private as the user's home.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import pickle
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import re2
+import yaml
+from duckdb_kql import ir
+
+from etwsensor.rules.compiler import Branch, Clock, Plan, QueryCompiler, rebalance
+from etwsensor.rules.errors import CompileError, RuleFailure
+from etwsensor.rules.frontend import DUCKDB_KQL_VERSION, FrontEndError, locate, parse
+from etwsensor.rules.scalars import as_text, regex_tester
+from etwsensor.tables import TABLE_NAMES
+
+# Bump when the IR handed to the compiler changes meaning: invalidates cached entries.
+CACHE_FORMAT = 2
+RULE_SUFFIXES = (".yaml", ".yml", ".kql")
+PREWARM_MIN = 64  # uncached files before a cold load fans the parse out to worker processes
+BUILTIN_SOURCE = "builtin"
+
+_HEADER_KEYS = {
+    "id": "id",
+    "name": "name",
+    "title": "name",
+    "description": "description",
+    "severity": "severity",
+    "confidence": "confidence",
+    "tactics": "tactics",
+    "techniques": "techniques",
+    "relevanttechniques": "techniques",
+    "falsepositives": "falsePositives",
+    "references": "references",
+    "version": "version",
+}
+
+
+@dataclass(slots=True)
+class Rule:
+    """One loaded rule: its metadata and its compiled plan."""
+
+    id: str
+    name: str
+    query: str
+    source: str  # file path, or "builtin:<file>"
+    description: str = ""
+    severity: str = "medium"
+    confidence: str = "medium"
+    tactics: tuple[str, ...] = ()
+    techniques: tuple[str, ...] = ()
+    false_positives: tuple[str, ...] = ()
+    references: tuple[str, ...] = ()
+    version: str = "1.0.0"
+    plan: Plan | None = field(default=None, repr=False)
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        if self.plan is None:
+            return ()
+        seen = dict.fromkeys(b.table for b in self.plan.branches)
+        return tuple(seen)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.plan.columns if self.plan else ()
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "severity": self.severity,
+            "confidence": self.confidence,
+            "techniques": list(self.techniques),
+            "tactics": list(self.tactics),
+            "tables": list(self.tables),
+            "source": self.source,
+            "query": self.query,
+        }
+
+
+@dataclass(slots=True)
+class Match:
+    """A row a rule matched: the rule and the query's projected output row."""
+
+    rule: Rule
+    row: dict[str, Any]
+
+
+# --- the compiled-IR cache -------------------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("ETWSENSOR_CACHE_DIR")
+    base = Path(env) if env else Path.home() / ".cache" / "etwsensor"
+    return base / "rules"
+
+
+def _cache_key(kql: str) -> str:
+    h = hashlib.sha256(f"{CACHE_FORMAT}\0{DUCKDB_KQL_VERSION}\0".encode() + kql.encode("utf-8"))
+    return h.hexdigest()
+
+
+def lower_cached(kql: str, use_cache: bool = True) -> ir.Query:
+    """duckdb-kql's IR for ``kql``, from the cache when it is there (front-end errors too)."""
+    path = cache_dir() / f"{_cache_key(kql)}.pickle" if use_cache else None
+    if path is not None and path.is_file():
+        try:
+            cached = pickle.loads(path.read_bytes())
+        except Exception:  # a torn or stale entry is recompiled, never fatal
+            cached = None
+        if isinstance(cached, ir.Query):
+            return cached
+        if isinstance(cached, tuple) and len(cached) == 3:
+            raise FrontEndError(*cached)
+    try:
+        query: ir.Query | tuple[int, int, str] = rebalance(parse(kql))
+    except FrontEndError as exc:
+        query = (exc.line, exc.col, exc.message)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_bytes(pickle.dumps(query, protocol=pickle.HIGHEST_PROTOCOL))
+            tmp.replace(path)
+        except (OSError, pickle.PicklingError, RecursionError):
+            pass  # a cache that cannot be written only costs time
+    if isinstance(query, tuple):
+        raise FrontEndError(*query)
+    return query
+
+
+# --- rule files ----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _RuleText:
+    meta: dict[str, Any]
+    query: str
+    # Where the query text starts in its file, to turn KQL positions into file positions.
+    line_offset: int = 0
+    col_offset: int = 0
+    block: bool = False  # a YAML block scalar: every line is indented by col_offset
+
+
+def _as_tuple(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    if isinstance(value, list):
+        return tuple(str(v) for v in value)
+    return (str(value),)
+
+
+def _read_kql(path: Path, text: str) -> _RuleText:
+    meta: dict[str, Any] = {}
+    lists: dict[str, list[str]] = {}
+    current: str | None = None
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped:
+            continue
+        if not stripped.startswith("//"):
+            break
+        body = stripped[2:].strip()
+        if current and body.startswith("- "):
+            lists.setdefault(current, []).append(body[2:].strip())
+            continue
+        key, sep, value = body.partition(":")
+        norm = _HEADER_KEYS.get(key.strip().lower().replace(" ", ""))
+        if sep and norm and " " not in key.strip():
+            current = norm
+            if value.strip():
+                meta[norm] = value.strip()
+        else:
+            current = None
+    for key, values in lists.items():
+        meta[key] = values
+    return _RuleText(meta, text)
+
+
+def _read_yaml(path: Path, text: str) -> _RuleText:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        raise FrontEndError(line, col, f"invalid YAML: {getattr(exc, 'problem', exc)}") from exc
+    if not isinstance(data, dict) or not isinstance(node, yaml.MappingNode):
+        raise FrontEndError(1, 1, "a rule file is a YAML mapping with at least 'query'")
+    query = data.get("query")
+    if not isinstance(query, str) or not query.strip():
+        raise FrontEndError(1, 1, "the rule has no 'query'")
+    rt = _RuleText({k: v for k, v in data.items() if k != "query"}, query)
+    for key_node, value_node in node.value:
+        if key_node.value == "query":
+            start = value_node.start_mark
+            if value_node.style in ("|", ">"):
+                lines = text.splitlines()
+                first = start.line + 1
+                while first < len(lines) and not lines[first].strip():
+                    first += 1
+                indent = len(lines[first]) - len(lines[first].lstrip()) if first < len(lines) else 0
+                rt.line_offset, rt.col_offset, rt.block = start.line + 1, indent, True
+            else:
+                rt.line_offset, rt.col_offset = start.line, start.column + (1 if value_node.style else 0)
+    return rt
+
+
+def read_rule_text(path: Path, text: str) -> _RuleText:
+    if path.suffix.lower() == ".kql":
+        return _read_kql(path, text)
+    return _read_yaml(path, text)
+
+
+def _file_position(rt: _RuleText, line: int, col: int) -> tuple[int, int]:
+    if rt.block:
+        return rt.line_offset + line, rt.col_offset + col
+    if line == 1:
+        return rt.line_offset + 1, rt.col_offset + col
+    return rt.line_offset + line, col
+
+
+def compile_rule(kql: str, clock: Clock, use_cache: bool = True) -> Plan:
+    """IR (cached) → plan; raises :class:`FrontEndError` with a position in ``kql``."""
+    query = lower_cached(kql, use_cache)
+    try:
+        return QueryCompiler(query, clock).compile()
+    except CompileError as exc:
+        raise locate(kql, exc) from exc
+    except RecursionError as exc:
+        raise FrontEndError(1, 1, "query too deeply nested") from exc
+
+
+def _read_rule_file(path: Path, shown: str) -> tuple[_RuleText | None, RuleFailure | None]:
+    try:
+        text = path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, RuleFailure(shown, 1, 1, f"cannot read rule file: {exc}")
+    try:
+        return read_rule_text(path, text), None
+    except FrontEndError as exc:
+        return None, RuleFailure(shown, exc.line, exc.col, exc.message)
+
+
+def load_rule_file(
+    path: Path, clock: Clock, display: str | None = None, use_cache: bool = True
+) -> tuple[Rule | None, RuleFailure | None]:
+    """One rule file → (rule, None) or (None, failure). Never raises for a bad rule."""
+    shown = display or str(path)
+    rt, failure = _read_rule_file(path, shown)
+    if rt is None:
+        return None, failure
+    return _build_rule(path, shown, rt, clock, use_cache)
+
+
+def _build_rule(
+    path: Path, shown: str, rt: _RuleText, clock: Clock, use_cache: bool
+) -> tuple[Rule | None, RuleFailure | None]:
+    try:
+        plan = compile_rule(rt.query, clock, use_cache)
+    except FrontEndError as exc:
+        line, col = _file_position(rt, exc.line, exc.col)
+        return None, RuleFailure(shown, line, col, exc.message)
+    m = rt.meta
+    rule = Rule(
+        id=str(m.get("id") or path.stem),
+        name=str(m.get("name") or path.name),
+        query=rt.query,
+        source=shown,
+        description=str(m.get("description") or "").strip(),
+        severity=str(m.get("severity") or "medium").lower(),
+        confidence=str(m.get("confidence") or "medium").lower(),
+        tactics=_as_tuple(m.get("tactics")),
+        techniques=_as_tuple(m.get("relevantTechniques") or m.get("techniques")),
+        false_positives=_as_tuple(m.get("falsePositives")),
+        references=_as_tuple(m.get("references")),
+        version=str(m.get("version") or "1.0.0"),
+        plan=plan,
+    )
+    return rule, None
+
+
+def _prewarm_one(kql: str) -> None:
+    """Worker: put one query's IR (or its front-end error) into the cache."""
+    with contextlib.suppress(FrontEndError):
+        lower_cached(kql)
+
+
+def prewarm(queries: list[str]) -> None:
+    """Fill the cache for many uncached queries in parallel: the ANTLR parse is CPU-bound Python.
+
+    Only worth it for a large cold load (a corpus); a handful of rules compile faster in-process.
+    """
+    base = cache_dir()
+    cold = [q for q in dict.fromkeys(queries) if not (base / f"{_cache_key(q)}.pickle").is_file()]
+    workers = min(os.cpu_count() or 1, 8)
+    if len(cold) < PREWARM_MIN or workers < 2:
+        return
+    from concurrent.futures import ProcessPoolExecutor
+
+    # Longest first: the thousand-term Sigma rules take seconds each and should not come last.
+    cold.sort(key=len, reverse=True)
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(_prewarm_one, cold, chunksize=4))
+
+
+def iter_rule_files(paths: Iterable[Path]) -> Iterator[Path]:
+    for p in paths:
+        if p.is_dir():
+            yield from sorted(f for f in p.rglob("*") if f.suffix.lower() in RULE_SUFFIXES and f.is_file())
+        else:
+            yield p
+
+
+def builtin_dir() -> Path:
+    return Path(str(resources.files("etwsensor.rules").joinpath("builtin")))
+
+
+# --- the rule set ---------------------------------------------------------------------------------
+
+
+# Up to this many substring needles per table are tested with ``in`` (about 60 ns each); more
+# go through one RE2 set search (about 2 us a call from Python, whatever the number of needles).
+_SMALL_NEEDLE_SET = 16
+
+
+def _set_search(needles: list[str]) -> Any:
+    """One RE2 set over literal needles: returns a function text -> matching needle indexes."""
+    opts = re2.Options()
+    opts.max_mem = 256 << 20
+    matcher = re2.Set.SearchSet(opts)
+    for n in needles:
+        matcher.Add(re2.escape(n))
+    matcher.Compile()
+    raw = getattr(matcher, "_set", None)  # the C++ set: skips the wrapper's per-call type checks
+    if raw is not None and hasattr(raw, "Match"):
+        match = raw.Match
+        return lambda text: match(text.encode("utf-8"))
+    return lambda text: matcher.Match(text) or ()
+
+
+GroupCheck = Callable[[dict[str, Any], dict[str, str]], bool]
+
+
+def _lowered(row: dict[str, Any], column: str, cache: dict[str, str]) -> str:
+    text = cache.get(column)
+    if text is None:
+        value = row.get(column)
+        text = "" if not value else (value if type(value) is str else as_text(value)).lower()
+        cache[column] = text
+    return text
+
+
+def _group_check(group: frozenset[tuple[str, str, bool]]) -> GroupCheck:
+    """A test that one needle of ``group`` holds in a row (lower-cased texts cached per row)."""
+    exact: dict[str, set[str]] = {}
+    substr: dict[str, list[str]] = {}
+    for column, needle, is_exact in group:
+        if is_exact:
+            exact.setdefault(column, set()).add(needle)
+        else:
+            substr.setdefault(column, []).append(needle)
+    exact_items = tuple((c, frozenset(v)) for c, v in sorted(exact.items()))
+    substr_items = tuple(
+        (
+            c,
+            tuple(ns),
+            regex_tester("|".join(re2.escape(n) for n in ns)) if len(ns) > _SMALL_NEEDLE_SET else None,
+        )
+        for c, ns in sorted(substr.items())
+    )
+
+    def check(row: dict[str, Any], cache: dict[str, str]) -> bool:
+        for column, values in exact_items:
+            if _lowered(row, column, cache) in values:
+                return True
+        for column, needles, tester in substr_items:
+            text = _lowered(row, column, cache)
+            if not text:
+                continue
+            if tester is not None:
+                if tester(text):
+                    return True
+                continue
+            for needle in needles:
+                if needle in text:
+                    return True
+        return False
+
+    return check
+
+
+class _TableDispatch:
+    """The branches reading one table, with an exact literal prefilter in front of most of them.
+
+    A branch's needle groups (see ``Branch.needle_groups``) are necessary conditions. The first,
+    most selective group is indexed for the whole table: equality needles by a dict lookup per
+    column, substring needles by ``in`` when there are few, else by one RE2 set search over the
+    needle columns joined by NUL. Only the branches it selects have their other groups checked,
+    and only those passing every group run. Branches without needles always run. Nothing here
+    can drop a match (tests/rules/test_prefilter.py).
+    """
+
+    def __init__(self, entries: list[tuple[Rule, Branch]]) -> None:
+        self.always: list[tuple[Rule, Branch]] = []
+        self.filtered: list[tuple[Rule, Branch]] = []
+        self.more: list[tuple[GroupCheck, ...]] = []  # per filtered branch: its other groups
+        exact: dict[str, dict[str, list[int]]] = {}
+        substr: dict[tuple[str, str], list[int]] = {}
+        for rule, branch in entries:
+            if not branch.needle_groups:
+                self.always.append((rule, branch))
+                continue
+            idx = len(self.filtered)
+            self.filtered.append((rule, branch))
+            first, *others = branch.needle_groups
+            self.more.append(tuple(_group_check(g) for g in others))
+            for column, needle, is_exact in sorted(first):
+                if is_exact:
+                    exact.setdefault(column, {}).setdefault(needle, []).append(idx)
+                else:
+                    substr.setdefault((column, needle), []).append(idx)
+        self.exact = tuple((c, {n: tuple(ids) for n, ids in m.items()}) for c, m in sorted(exact.items()))
+        # Per column (lower-cased once per row): its substring needles and the branches they select.
+        self.small: tuple[tuple[str, tuple[tuple[str, tuple[int, ...]], ...]], ...] = ()
+        self.search: Any = None
+        self.search_columns: tuple[str, ...] = ()
+        self.search_needles: tuple[str, ...] = ()
+        self.search_where: tuple[tuple[tuple[str, tuple[int, ...]], ...], ...] = ()
+        if len(substr) <= _SMALL_NEEDLE_SET:
+            by_column: dict[str, list[tuple[str, tuple[int, ...]]]] = {}
+            for (c, n), ids in sorted(substr.items()):
+                by_column.setdefault(c, []).append((n, tuple(ids)))
+            self.small = tuple((c, tuple(needles)) for c, needles in by_column.items())
+        else:
+            self.search_columns = tuple(sorted({c for c, _n in substr}))
+            needles = sorted({n for _c, n in substr})
+            where: dict[str, list[tuple[str, tuple[int, ...]]]] = {}
+            for (c, n), ids in sorted(substr.items()):
+                where.setdefault(n, []).append((c, tuple(ids)))
+            self.search = _set_search(needles)
+            self.search_needles = tuple(needles)
+            # A needle found in the joined text selects a branch only if it is in that branch's column.
+            self.search_where = tuple(tuple(where[n]) for n in needles)
+
+    def candidates(
+        self, row: dict[str, Any], cache: dict[str, str] | None = None
+    ) -> list[tuple[Rule, Branch]]:
+        """The branches that may match ``row``; ``cache`` holds its lower-cased column texts."""
+        if cache is None:
+            cache = {}
+        hit: set[int] | None = None
+        for column, table in self.exact:
+            low = _lowered(row, column, cache)
+            if low:
+                ids = table.get(low)
+                if ids:
+                    hit = set(ids) if hit is None else hit.union(ids)
+        for column, needles in self.small:
+            low = _lowered(row, column, cache)
+            if not low:
+                continue
+            for needle, ids in needles:
+                if needle in low:
+                    hit = set(ids) if hit is None else hit.union(ids)
+        if self.search is not None:
+            parts = []
+            for column in self.search_columns:
+                value = row.get(column)
+                if value:
+                    parts.append(value if type(value) is str else as_text(value))
+            found = self.search("\0".join(parts).lower()) if parts else ()  # one lower() for all
+            if found:
+                search_needles, search_where = self.search_needles, self.search_where
+                for h in found:
+                    needle = search_needles[h]
+                    for column, ids in search_where[h]:
+                        if needle in _lowered(row, column, cache):
+                            hit = set(ids) if hit is None else hit.union(ids)
+        if not hit:
+            return self.always
+        more, filtered = self.more, self.filtered
+        chosen = []
+        for i in sorted(hit):
+            for check in more[i]:
+                if not check(row, cache):
+                    break
+            else:
+                chosen.append(filtered[i])
+        return self.always + chosen if chosen else self.always
+
+
+class RuleSet:
+    """Loaded rules dispatched by table. ``evaluate`` is the per-row hot path."""
+
+    def __init__(self, rules: list[Rule], clock: Clock) -> None:
+        self.rules = rules
+        self.clock = clock
+        self.errors: dict[str, int] = {}  # rule id -> rows whose evaluation raised
+        by_table: dict[str, list[tuple[Rule, Branch]]] = {t: [] for t in TABLE_NAMES}
+        for rule in rules:
+            assert rule.plan is not None
+            for branch in rule.plan.branches:
+                by_table[branch.table].append((rule, branch))
+        self._dispatch = {t: _TableDispatch(entries) for t, entries in by_table.items() if entries}
+
+    @classmethod
+    def load(
+        cls, paths: Iterable[Path | str] = (), builtin: bool = True, use_cache: bool = True
+    ) -> tuple[RuleSet, list[RuleFailure]]:
+        clock = Clock()
+        rules: list[Rule] = []
+        failures: list[RuleFailure] = []
+        seen: dict[str, str] = {}
+        sources: list[tuple[Path, str | None]] = []
+        if builtin:
+            sources.extend((f, f"{BUILTIN_SOURCE}:{f.name}") for f in iter_rule_files([builtin_dir()]))
+        sources.extend((f, None) for f in iter_rule_files(Path(p) for p in paths))
+        texts: list[tuple[Path, str, _RuleText]] = []
+        for path, display in sources:
+            shown = display or str(path)
+            rt, failure = _read_rule_file(path, shown)
+            if rt is None:
+                assert failure is not None
+                failures.append(failure)
+                continue
+            texts.append((path, shown, rt))
+        if use_cache:
+            prewarm([rt.query for _p, _s, rt in texts])
+        for path, shown, rt in texts:
+            rule, failure = _build_rule(path, shown, rt, clock, use_cache)
+            if failure is not None:
+                failures.append(failure)
+                continue
+            assert rule is not None
+            if rule.id in seen:
+                failures.append(
+                    RuleFailure(rule.source, 1, 1, f"duplicate rule id {rule.id!r} (also in {seen[rule.id]})")
+                )
+                continue
+            seen[rule.id] = rule.source
+            rules.append(rule)
+        return cls(rules, clock), failures
+
+    @property
+    def tables_read(self) -> dict[str, frozenset[str]]:
+        """Table → columns the rules read; tables no rule reads are absent."""
+        out: dict[str, set[str]] = {}
+        for rule in self.rules:
+            assert rule.plan is not None
+            for table in rule.tables:
+                out.setdefault(table, set()).update(rule.plan.columns_read.get(table, ()))
+        return {t: frozenset(c) for t, c in out.items()}
+
+    def get(self, rule_id: str) -> Rule | None:
+        for rule in self.rules:
+            if rule.id == rule_id:
+                return rule
+        return None
+
+    def evaluate(self, table: str, row: dict[str, Any], now: datetime | None) -> list[Match]:
+        """The matches of one row of ``table``; ``now`` is the stream clock for now()/ago()."""
+        dispatch = self._dispatch.get(table)
+        if dispatch is None:
+            return []
+        clock = self.clock
+        clock.now = now
+        clock.row = row  # a fresh lower-cased text cache for this row, shared with the plans
+        cache: dict[str, str] = {}
+        clock.lowered = cache
+        matches: list[Match] = []
+        for rule, branch in dispatch.candidates(row, cache):
+            try:
+                out = branch.run(row)
+            except Exception:  # a value of an unexpected type: count it, keep going
+                self.errors[rule.id] = self.errors.get(rule.id, 0) + 1
+                continue
+            if out is not None:
+                matches.append(Match(rule, out))
+        return matches
