@@ -30,8 +30,13 @@ class AlertSink(Protocol):
 class Detector:
     """Rules → allowlist → suppression → alert dicts, for one stream of rows."""
 
-    def __init__(self, ruleset: RuleSet, source: str, allowlist: Allowlist | None = None,
-                 suppressor: Suppressor | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        ruleset: RuleSet,
+        source: str,
+        allowlist: Allowlist | None = None,
+        suppressor: Suppressor | None = None,
+    ) -> None:
         self.ruleset = ruleset
         self.source = source
         self.allowlist = allowlist or Allowlist()
@@ -50,8 +55,9 @@ class Detector:
             if self.allowlist.allows(rule.id, row, m.row):
                 continue
             reason = m.row.get("Reason")
-            held = self.suppressor.admit(rule.id, reason if isinstance(reason, str) else None, row,
-                                         row.get("Timestamp"))  # fmt: skip
+            held = self.suppressor.admit(
+                rule.id, reason if isinstance(reason, str) else None, row, row.get("Timestamp")
+            )
             if held is None:
                 continue
             self.alerts[rule.id] += 1
@@ -176,8 +182,11 @@ def replay(
     return summary
 
 
-def suppressor_from(window_seconds: float, key_columns: Iterable[str],
-                    per_rule: dict[str, tuple[float | None, list[str] | None]]) -> Suppressor:  # fmt: skip
+def suppressor_from(
+    window_seconds: float,
+    key_columns: Iterable[str],
+    per_rule: dict[str, tuple[float | None, list[str] | None]],
+) -> Suppressor:
     default = SuppressionPolicy(timedelta(seconds=window_seconds), tuple(key_columns))
     rules = {
         rid: SuppressionPolicy(

@@ -11,8 +11,13 @@ from collections import Counter
 from typing import Any
 
 # Most specific first: silencing the process that did it, not the whole rule.
-PREFERRED_COLUMNS = ("InitiatingProcessFolderPath", "InitiatingProcessFileName", "FolderPath", "RegistryKey",
-                     "FileName")  # fmt: skip
+PREFERRED_COLUMNS = (
+    "InitiatingProcessFolderPath",
+    "InitiatingProcessFileName",
+    "FolderPath",
+    "RegistryKey",
+    "FileName",
+)
 
 
 class EntryCollector:

@@ -29,8 +29,9 @@ class _KeyState:
 
 
 class Suppressor:
-    def __init__(self, default: SuppressionPolicy | None = None,
-                 per_rule: dict[str, SuppressionPolicy] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, default: SuppressionPolicy | None = None, per_rule: dict[str, SuppressionPolicy] | None = None
+    ) -> None:
         self.default = default or SuppressionPolicy()
         self.per_rule = per_rule or {}
         self._state: dict[tuple[Any, ...], _KeyState] = {}

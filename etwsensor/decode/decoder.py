@@ -258,11 +258,35 @@ class Decoder:
         except (struct.error, t.DecodeFailure, ValueError, OverflowError):
             counter.decode_errors += 1
             return _raw(plan, rec, DecodeStatus.ERROR)
-        return RawEvent(rec.guid, plan.provider, plan.name, plan.id, plan.opcode, rec.version, rec.ts,
-                        rec.pid, rec.tid, rec.cpu, out)  # fmt: skip
+        return RawEvent(
+            rec.guid,
+            plan.provider,
+            plan.name,
+            plan.id,
+            plan.opcode,
+            rec.version,
+            rec.ts,
+            rec.pid,
+            rec.tid,
+            rec.cpu,
+            out,
+        )
 
 
 def _raw(plan: _Plan, rec: RawRecord, status: DecodeStatus) -> RawEvent:
     """A record we know but could not decode: kept with its raw payload."""
-    return RawEvent(rec.guid, plan.provider, plan.name, plan.id, plan.opcode, rec.version, rec.ts, rec.pid,
-                    rec.tid, rec.cpu, {}, status, rec.payload)  # fmt: skip
+    return RawEvent(
+        rec.guid,
+        plan.provider,
+        plan.name,
+        plan.id,
+        plan.opcode,
+        rec.version,
+        rec.ts,
+        rec.pid,
+        rec.tid,
+        rec.cpu,
+        {},
+        status,
+        rec.payload,
+    )

@@ -2,8 +2,9 @@
 
 Windows 8+ loggers in compressed mode (and relogged traces such as the perfview one) store each
 buffer's records compressed after the 72-byte buffer header. libfwnt-python (libyal, LGPL-3.0+,
-a runtime dependency) decompresses a 64 KiB buffer in ~0.1 ms; where it cannot be installed a pure-Python decoder
-of the published algorithm takes ~10 ms per buffer, so compressed traces still read, only slower.
+a runtime dependency) decompresses a 64 KiB buffer in ~0.1 ms; where it cannot be installed a
+pure-Python decoder of the published algorithm takes ~10 ms per buffer, so compressed traces still
+read, only slower.
 """
 
 from __future__ import annotations

@@ -99,8 +99,17 @@ def test_suppression_counts_repeats_within_the_window(builtin: RuleSet) -> None:
 
 
 def test_allowlist_silences_before_alerting(builtin: RuleSet) -> None:
-    allow = Allowlist([AllowEntry(rule=SEED, column="InitiatingProcessFolderPath", operator="endswith",
-                                  value="\\EXPLORER.EXE", comment="case-insensitive")])  # fmt: skip
+    allow = Allowlist(
+        [
+            AllowEntry(
+                rule=SEED,
+                column="InitiatingProcessFolderPath",
+                operator="endswith",
+                value="\\EXPLORER.EXE",
+                comment="case-insensitive",
+            )
+        ]
+    )
     det = Detector(builtin, "t", allowlist=allow)
     alerts = det.on_row("DeviceProcessEvents", powershell_row(T0, 1), T0)
     assert SEED not in {a["rule"]["id"] for a in alerts}

@@ -11,7 +11,7 @@ from etwsensor import __version__
 from etwsensor.sources.recording import RecordingReader, write_recording
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "sources"))
-from test_recording import HEADER, events  # noqa: E402
+from test_recording import HEADER, events
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -59,9 +59,16 @@ def test_inspect_json_counts_a_recording(tmp_path: Path) -> None:
     assert (doc["events"], doc["decode_errors"], doc["undecoded"], doc["other"]) == (4, 0, 1, 0)
     start = {(e["provider"], e["opcode"], e["version"]): e for e in doc["by_event"]}
     assert start[("Process", 1, 4)] == {
-        "provider": "Process", "guid": "3d6fa8d0-fe05-11d0-9dda-00c04fd7ba7c", "id": None, "opcode": 1,
-        "name": "Start", "version": 4, "count": 1, "decode_errors": 0, "undecoded": 0,
-    }  # fmt: skip
+        "provider": "Process",
+        "guid": "3d6fa8d0-fe05-11d0-9dda-00c04fd7ba7c",
+        "id": None,
+        "opcode": 1,
+        "name": "Start",
+        "version": 4,
+        "count": 1,
+        "decode_errors": 0,
+        "undecoded": 0,
+    }
 
 
 def test_inspect_of_a_damaged_recording_still_prints_one_object_and_exits_3(tmp_path: Path) -> None:

@@ -62,30 +62,77 @@ TYPES = {
     "Windows Kernel/Image/Unload": ("Image", "UnLoad"),
     "Windows Kernel/SysConfig/VolumeMapping": ("SystemConfigEx", "VolumeMapping"),
     "Windows Kernel/SysConfig/SystemPaths": ("SystemConfigEx", "SystemPaths"),
-    "Microsoft-Windows-Kernel-Process/ProcessStart/Start": ("Microsoft-Windows-Kernel-Process", "ProcessStart"),
+    "Microsoft-Windows-Kernel-Process/ProcessStart/Start": (
+        "Microsoft-Windows-Kernel-Process",
+        "ProcessStart",
+    ),
     "Microsoft-Windows-Kernel-Process/ProcessStop/Stop": ("Microsoft-Windows-Kernel-Process", "ProcessStop"),
     "Microsoft-Windows-Kernel-File/Create": ("Microsoft-Windows-Kernel-File", "Create"),
 }
 # TraceEvent field name -> ours, per provider kind.
 RENAMES = {
-    "ProcessID": "ProcessId", "ParentID": "ParentId", "SessionID": "SessionId",
-    "PageDirectoryBase": "DirectoryTableBase", "IrpPtr": "Irp", "FileAttributes": "CreateAttributes",
-}  # fmt: skip
+    "ProcessID": "ProcessId",
+    "ParentID": "ParentId",
+    "SessionID": "SessionId",
+    "PageDirectoryBase": "DirectoryTableBase",
+    "IrpPtr": "Irp",
+    "FileAttributes": "CreateAttributes",
+}
 CHECKED = {
-    ("Process", "Start"): ["ProcessID", "ParentID", "ImageFileName", "SessionID", "ExitStatus",
-                           "UniqueProcessKey", "CommandLine", "PageDirectoryBase"],
-    ("Process", "DCStart"): ["ProcessID", "ParentID", "ImageFileName", "SessionID", "ExitStatus",
-                             "UniqueProcessKey", "CommandLine", "PageDirectoryBase"],
-    ("Image", "Load"): ["ImageBase", "ImageSize", "ImageChecksum", "TimeDateStamp", "DefaultBase", "FileName"],
+    ("Process", "Start"): [
+        "ProcessID",
+        "ParentID",
+        "ImageFileName",
+        "SessionID",
+        "ExitStatus",
+        "UniqueProcessKey",
+        "CommandLine",
+        "PageDirectoryBase",
+    ],
+    ("Process", "DCStart"): [
+        "ProcessID",
+        "ParentID",
+        "ImageFileName",
+        "SessionID",
+        "ExitStatus",
+        "UniqueProcessKey",
+        "CommandLine",
+        "PageDirectoryBase",
+    ],
+    ("Image", "Load"): [
+        "ImageBase",
+        "ImageSize",
+        "ImageChecksum",
+        "TimeDateStamp",
+        "DefaultBase",
+        "FileName",
+    ],
     ("SystemConfigEx", "VolumeMapping"): ["NtPath", "DosPath"],
     ("SystemConfigEx", "SystemPaths"): ["SystemDirectory", "SystemWindowsDirectory"],
-    ("Microsoft-Windows-Kernel-Process", "ProcessStart"): ["ProcessID", "ParentProcessID", "SessionID", "Flags",
-                                                           "CreateTime", "ImageName"],
-    ("Microsoft-Windows-Kernel-Process", "ProcessStop"): ["ExitCode", "TokenElevationType", "HandleCount",
-                                                          "CommitCharge", "CommitPeak"],
-    ("Microsoft-Windows-Kernel-File", "Create"): ["IrpPtr", "FileObject", "CreateOptions", "CreateDisposition",
-                                                  "ShareAccess", "FileName"],
-}  # fmt: skip
+    ("Microsoft-Windows-Kernel-Process", "ProcessStart"): [
+        "ProcessID",
+        "ParentProcessID",
+        "SessionID",
+        "Flags",
+        "CreateTime",
+        "ImageName",
+    ],
+    ("Microsoft-Windows-Kernel-Process", "ProcessStop"): [
+        "ExitCode",
+        "TokenElevationType",
+        "HandleCount",
+        "CommitCharge",
+        "CommitPeak",
+    ],
+    ("Microsoft-Windows-Kernel-File", "Create"): [
+        "IrpPtr",
+        "FileObject",
+        "CreateOptions",
+        "CreateDisposition",
+        "ShareAccess",
+        "FileName",
+    ],
+}
 DISPOSITIONS = ["SUPERSEDE", "OPEN_EXISTING", "CREATE", "OPEN_IF", "OVERWRITE", "OVERWRITE_IF"]
 SHARE = [(1, "Read"), (2, "Write"), (4, "Delete")]
 
@@ -138,12 +185,15 @@ def baseline_matches(expected: str, ours: str, ours_int: int | None) -> bool:
     return expected == ours
 
 
-def pick(events: tuple[RawEvent, ...], start: datetime, provider: str, name: str, ms: float,
-         fields: dict[str, str]) -> RawEvent:  # fmt: skip
+def pick(
+    events: tuple[RawEvent, ...], start: datetime, provider: str, name: str, ms: float, fields: dict[str, str]
+) -> RawEvent:
     cands = [
-        e for e in events
-        if (e.provider, e.name) == (provider, name) and abs((e.ts - start).total_seconds() * 1000 - ms) < 0.0015
-    ]  # fmt: skip
+        e
+        for e in events
+        if (e.provider, e.name) == (provider, name)
+        and abs((e.ts - start).total_seconds() * 1000 - ms) < 0.0015
+    ]
     if len(cands) > 1 and "NtPath" in fields:  # VolumeMapping records all stand at time 0
         cands = [e for e in cands if e.fields["NtPath"].startswith(fields["NtPath"].removesuffix("..."))]
     assert cands, (provider, name, ms)
@@ -163,9 +213,15 @@ def test_counts_agree_with_every_baseline_count_line_of_our_types() -> None:
     for their, mine in TYPES.items():
         assert ours[mine] == counts[their], their
     # Classic FileIo is not in the baseline; these are the trace's own totals.
-    assert (ours[("FileIo", "FileRundown")], ours[("FileIo", "FileCreate")], ours[("FileIo", "FileDelete")]) == (
-        3054, 16, 14,
-    )  # fmt: skip
+    assert (
+        ours[("FileIo", "FileRundown")],
+        ours[("FileIo", "FileCreate")],
+        ours[("FileIo", "FileDelete")],
+    ) == (
+        3054,
+        16,
+        14,
+    )
 
 
 def test_fields_agree_with_perfviews_decoding() -> None:

@@ -18,7 +18,18 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_the_wheel_carries_providers_and_the_cli_reads_them(tmp_path: Path) -> None:
     dist = tmp_path / "dist"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", dist, ROOT],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            dist,
+            ROOT,
+        ],
         check=True,
         capture_output=True,
     )
@@ -37,13 +48,21 @@ def test_the_wheel_carries_providers_and_the_cli_reads_them(tmp_path: Path) -> N
     env = {**os.environ, "PYTHONPATH": str(site)}
     where = subprocess.run(
         [sys.executable, "-c", "import etwsensor.decode.schema as s; print(s.providers_dir())"],
-        capture_output=True, text=True, cwd=tmp_path, env=env, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        check=True,
+    )
     assert Path(where.stdout.strip()) == site / "etwsensor" / "_providers"
     listed = subprocess.run(
         [sys.executable, "-m", "etwsensor", "providers", "--json"],
-        capture_output=True, text=True, cwd=tmp_path, env=env, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        check=True,
+    )
     assert len(json.loads(listed.stdout)["providers"]) == len(shipped)
 
 

@@ -65,14 +65,23 @@ def test_the_false_positive_example_loads_and_is_anchored() -> None:
 def test_config_show_masks_secrets(tmp_path: Path) -> None:
     cfg = write(tmp_path, '[output]\nsinks = ["hec+https://splunk.example:8088/services/collector"]\n')
     env = {**os.environ, "ETWSENSOR_SINK__HEC_TOKEN": "s3cr3t-token-value"}
-    r = subprocess.run([sys.executable, "-m", "etwsensor", "config", "show", "--config", str(cfg)],
-                       capture_output=True, text=True, env=env, check=False)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "etwsensor", "config", "show", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["output"]["sinks"] == ["hec+https://splunk.example:8088/services/collector"]
     assert "s3cr3t-token-value" not in r.stdout and "s3cr3t" not in r.stderr
     assert doc["sink"]["hec_token"] not in ("", None)  # set, but masked
     missing = str(tmp_path / "no.toml")
-    bad = subprocess.run([sys.executable, "-m", "etwsensor", "config", "show", "--config", missing],
-                         capture_output=True, text=True, check=False)  # fmt: skip
+    bad = subprocess.run(
+        [sys.executable, "-m", "etwsensor", "config", "show", "--config", missing],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert bad.returncode == 2 and "no such config file" in bad.stderr

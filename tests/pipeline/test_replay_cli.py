@@ -13,8 +13,9 @@ SEED = "6f3c1a52-0b7e-4c1e-9a51-1056001a0001"
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "etwsensor", *args], capture_output=True, text=True,
-                          cwd=cwd, check=False)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "etwsensor", *args], capture_output=True, text=True, cwd=cwd, check=False
+    )
 
 
 def alerts_of(stdout: str) -> list[dict]:
@@ -64,11 +65,21 @@ def test_a_damaged_recording_still_alerts_and_exits_3(tmp_path: Path) -> None:
 
 def test_row_files_replay_through_the_rules(tmp_path: Path) -> None:
     rows = tmp_path / "rows.ndjson"
-    rows.write_text(json.dumps({
-        "$table": "DeviceProcessEvents", "Timestamp": "2026-11-20T09:00:00Z", "DeviceName": "ws9",
-        "DeviceId": "d9", "ActionType": "ProcessCreated", "FileName": "powershell.exe",
-        "ProcessCommandLine": "powershell -c [Windows.Input.Keyboard]::IsKeyDown('A')", "ReportId": 7,
-    }) + "\nnot json\n")  # fmt: skip
+    rows.write_text(
+        json.dumps(
+            {
+                "$table": "DeviceProcessEvents",
+                "Timestamp": "2026-11-20T09:00:00Z",
+                "DeviceName": "ws9",
+                "DeviceId": "d9",
+                "ActionType": "ProcessCreated",
+                "FileName": "powershell.exe",
+                "ProcessCommandLine": "powershell -c [Windows.Input.Keyboard]::IsKeyDown('A')",
+                "ReportId": 7,
+            }
+        )
+        + "\nnot json\n"
+    )
     r = run("replay", str(rows), "--sink", f"file:{tmp_path / 'out.ndjson'}")
     assert r.returncode == 3  # the bad line is damage, counted
     assert r.stdout == ""  # the only sink is the file

@@ -22,6 +22,7 @@ from etwsensor.sources.recording import RecordingReader, write_recording
 KPROC = "22fb2cd6-0e7b-422b-a0c7-2fad1fd0e716"
 KREG = "70eb4f03-c1de-4f73-a051-33d13d5413bd"
 PROC = "3d6fa8d0-fe05-11d0-9dda-00c04fd7ba7c"
+PS_IMAGE = "\\Device\\HarddiskVolume3\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe"
 T0 = datetime(2026, 4, 16, 9, 30, 0, 123456, tzinfo=UTC)
 
 HEADER = RecordingHeader(
@@ -35,26 +36,89 @@ HEADER = RecordingHeader(
 
 def events() -> list[RawEvent]:
     return [
-        RawEvent(KPROC, "Microsoft-Windows-Kernel-Process", "ProcessStart", 1, None, 3, T0, 4, 8, 0, {
-            "ProcessID": 7040, "ProcessSequenceNumber": 1234, "CreateTime": T0, "ParentProcessID": 812,
-            "ParentProcessSequenceNumber": 99, "SessionID": 1, "Flags": 0, "ProcessTokenElevationType": 3,
-            "ProcessTokenIsElevated": 0, "MandatoryLabel": "S-1-16-8192",
-            "ImageName": "\\Device\\HarddiskVolume3\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe",
-            "ImageChecksum": 0, "TimeDateStamp": 0, "PackageFullName": "", "PackageRelativeAppId": "",
-        }),
-        RawEvent(PROC, "Process", "Start", None, 1, 4, T0, 4, 8, 1, {
-            "UniqueProcessKey": 0xFFFFE0000AA1C080, "ProcessId": 7040, "ParentId": 812, "SessionId": 1,
-            "ExitStatus": 259, "DirectoryTableBase": 0x1AB000, "Flags": 0, "UserSID": "S-1-5-21-1-2-3-1001",
-            "ImageFileName": "powershell.exe", "CommandLine": "powershell -c GetAsyncKeyState — ünïcode",
-            "PackageFullName": "", "ApplicationId": "",
-        }),
-        RawEvent(KREG, "Microsoft-Windows-Kernel-Registry", "SetValueKey", 5, None, 0, T0, 7040, 9, 0, {
-            "KeyObject": 0xFFFF8001, "Status": 0, "Type": 2, "DataSize": 8, "KeyName": "", "ValueName": "ImagePath",
-            "CapturedDataSize": 4, "CapturedData": b"\x00\xff\x10\x20", "PreviousDataType": 0,
-            "PreviousDataSize": 0, "PreviousDataCapturedSize": 0, "PreviousData": b"",
-        }),
+        RawEvent(
+            KPROC,
+            "Microsoft-Windows-Kernel-Process",
+            "ProcessStart",
+            1,
+            None,
+            3,
+            T0,
+            4,
+            8,
+            0,
+            {
+                "ProcessID": 7040,
+                "ProcessSequenceNumber": 1234,
+                "CreateTime": T0,
+                "ParentProcessID": 812,
+                "ParentProcessSequenceNumber": 99,
+                "SessionID": 1,
+                "Flags": 0,
+                "ProcessTokenElevationType": 3,
+                "ProcessTokenIsElevated": 0,
+                "MandatoryLabel": "S-1-16-8192",
+                "ImageName": PS_IMAGE,
+                "ImageChecksum": 0,
+                "TimeDateStamp": 0,
+                "PackageFullName": "",
+                "PackageRelativeAppId": "",
+            },
+        ),
+        RawEvent(
+            PROC,
+            "Process",
+            "Start",
+            None,
+            1,
+            4,
+            T0,
+            4,
+            8,
+            1,
+            {
+                "UniqueProcessKey": 0xFFFFE0000AA1C080,
+                "ProcessId": 7040,
+                "ParentId": 812,
+                "SessionId": 1,
+                "ExitStatus": 259,
+                "DirectoryTableBase": 0x1AB000,
+                "Flags": 0,
+                "UserSID": "S-1-5-21-1-2-3-1001",
+                "ImageFileName": "powershell.exe",
+                "CommandLine": "powershell -c GetAsyncKeyState — ünïcode",
+                "PackageFullName": "",
+                "ApplicationId": "",
+            },
+        ),
+        RawEvent(
+            KREG,
+            "Microsoft-Windows-Kernel-Registry",
+            "SetValueKey",
+            5,
+            None,
+            0,
+            T0,
+            7040,
+            9,
+            0,
+            {
+                "KeyObject": 0xFFFF8001,
+                "Status": 0,
+                "Type": 2,
+                "DataSize": 8,
+                "KeyName": "",
+                "ValueName": "ImagePath",
+                "CapturedDataSize": 4,
+                "CapturedData": b"\x00\xff\x10\x20",
+                "PreviousDataType": 0,
+                "PreviousDataSize": 0,
+                "PreviousDataCapturedSize": 0,
+                "PreviousData": b"",
+            },
+        ),
         RawEvent(PROC, "Process", "Start", None, 1, 9, T0, 4, 8, 1, {}, DecodeStatus.UNDECODED, b"\x01\x02"),
-    ]  # fmt: skip
+    ]
 
 
 @pytest.mark.parametrize("name", ["r.jsonl", "r.jsonl.zst"])
