@@ -151,29 +151,38 @@ def replay(
     progress: Progress | None = None,
 ) -> ReplaySummary:
     """Run every input through the detector and the sinks, in order. Never raises on bad input."""
+    from etwsensor.sources import SourceOpenError
+
     summary = ReplaySummary()
     sink_list = list(sinks)
+    on_row = detector.on_row
+    by_action: dict[tuple[str, Any], int] = {}  # (table, ActionType) -> rows, into the summary at the end
     rows_seen = 0
     alerts_sent = 0
     for path in paths:
         summary.inputs.append(str(path))
         detector.source = str(path)
         clock: datetime | None = now  # per input: each file is its own stream
-        for table, row, ts in _rows_of(path, device_map, summary):
-            rows_seen += 1
-            summary.rows[table] += 1
-            action = row.get("ActionType")
-            summary.rows_by_action.setdefault(table, Counter())[str(action)] += 1
-            if now is None and ts is not None and (clock is None or ts > clock):
-                clock = ts
-            for alert in detector.on_row(table, row, clock):
-                alerts_sent += 1
-                for sink in sink_list:
-                    sink.send(alert)
-            if progress is not None and rows_seen % 2048 == 0:
-                progress(summary.events, rows_seen, alerts_sent)
+        try:
+            for table, row, ts in _rows_of(path, device_map, summary):
+                rows_seen += 1
+                key = (table, row.get("ActionType"))
+                by_action[key] = by_action.get(key, 0) + 1
+                if now is None and ts is not None and (clock is None or ts > clock):
+                    clock = ts
+                for alert in on_row(table, row, clock):
+                    alerts_sent += 1
+                    for sink in sink_list:
+                        sink.send(alert)
+                if progress is not None and rows_seen % 2048 == 0:
+                    progress(summary.events, rows_seen, alerts_sent)
+        except SourceOpenError as exc:  # not a trace at all: reported as damage, the other inputs still run
+            summary.damage.append(str(exc))
     if progress is not None:
         progress(summary.events, rows_seen, alerts_sent)
+    for (table, action), n in by_action.items():
+        summary.rows[table] += n
+        summary.rows_by_action.setdefault(table, Counter())[str(action)] += n
     summary.alerts = detector.alerts
     summary.matched = detector.matched
     summary.suppressed = detector.suppressor.suppressed

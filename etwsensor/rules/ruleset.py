@@ -357,7 +357,7 @@ def _set_search(needles: list[str]) -> Any:
     raw = getattr(matcher, "_set", None)  # the C++ set: skips the wrapper's per-call type checks
     if raw is not None and hasattr(raw, "Match"):
         match = raw.Match
-        return lambda text: match(text.encode("utf-8"))
+        return lambda text: match(text.encode("utf-8", "surrogatepass"))
     return lambda text: matcher.Match(text) or ()
 
 
@@ -412,15 +412,39 @@ def _group_check(group: frozenset[tuple[str, str, bool]]) -> GroupCheck:
     return check
 
 
+# Per column, the prefilter's answer for a value is remembered: the Initiating* columns of a
+# process's events, DLL paths, registry keys and most file names recur row after row, so most rows
+# cost one dict lookup per needle column. Bounded: values longer than this are not remembered, and
+# a column's memo is emptied when it reaches _MEMO_ENTRIES.
+_MEMO_MAX_LEN = 1024
+_MEMO_ENTRIES = 8192
+_NO_IDS: tuple[int, ...] = ()
+
+
+class _ColumnIndex:
+    """The first-group needles of one column and what its recent values selected."""
+
+    __slots__ = ("column", "exact", "memo", "small")
+
+    def __init__(self, column: str, exact: dict[str, list[int]], small: dict[str, list[int]]) -> None:
+        self.column = column
+        self.exact = {n: tuple(ids) for n, ids in exact.items()}
+        # Substring needles tested with ``in`` (tables with few); the others go to the table's set.
+        self.small = tuple((n, tuple(ids)) for n, ids in sorted(small.items()))
+        self.memo: dict[str, tuple[int, ...]] = {}
+
+
 class _TableDispatch:
     """The branches reading one table, with an exact literal prefilter in front of most of them.
 
     A branch's needle groups (see ``Branch.needle_groups``) are necessary conditions. The first,
     most selective group is indexed for the whole table: equality needles by a dict lookup per
-    column, substring needles by ``in`` when there are few, else by one RE2 set search over the
-    needle columns joined by NUL. Only the branches it selects have their other groups checked,
-    and only those passing every group run. Branches without needles always run. Nothing here
-    can drop a match (tests/rules/test_prefilter.py).
+    column on the lower-cased value, substring needles by ``in`` when there are few, else by one
+    RE2 set search over the needle columns joined by NUL (a hit is then checked against its
+    column). What a column's value selected is remembered (``_MEMO_ENTRIES``), so only the
+    columns with new values are searched. Only the branches the first group selects have their
+    other groups checked, and only those passing every group run. Branches without needles
+    always run. Nothing here can drop a match (tests/rules/test_prefilter.py).
     """
 
     def __init__(self, entries: list[tuple[Rule, Branch]]) -> None:
@@ -428,7 +452,7 @@ class _TableDispatch:
         self.filtered: list[tuple[Rule, Branch]] = []
         self.more: list[tuple[GroupCheck, ...]] = []  # per filtered branch: its other groups
         exact: dict[str, dict[str, list[int]]] = {}
-        substr: dict[tuple[str, str], list[int]] = {}
+        substr: dict[str, dict[str, list[int]]] = {}
         for rule, branch in entries:
             if not branch.needle_groups:
                 self.always.append((rule, branch))
@@ -438,32 +462,65 @@ class _TableDispatch:
             first, *others = branch.needle_groups
             self.more.append(tuple(_group_check(g) for g in others))
             for column, needle, is_exact in sorted(first):
-                if is_exact:
-                    exact.setdefault(column, {}).setdefault(needle, []).append(idx)
-                else:
-                    substr.setdefault((column, needle), []).append(idx)
-        self.exact = tuple((c, {n: tuple(ids) for n, ids in m.items()}) for c, m in sorted(exact.items()))
-        # Per column (lower-cased once per row): its substring needles and the branches they select.
-        self.small: tuple[tuple[str, tuple[tuple[str, tuple[int, ...]], ...]], ...] = ()
+                by_needle = (exact if is_exact else substr).setdefault(column, {})
+                by_needle.setdefault(needle, []).append(idx)
+        names = sorted(exact.keys() | substr.keys())
+        few = sum(len(m) for m in substr.values()) <= _SMALL_NEEDLE_SET
+        self.columns = tuple(
+            _ColumnIndex(c, exact.get(c, {}), substr.get(c, {}) if few else {}) for c in names
+        )
         self.search: Any = None
-        self.search_columns: tuple[str, ...] = ()
         self.search_needles: tuple[str, ...] = ()
-        self.search_where: tuple[tuple[tuple[str, tuple[int, ...]], ...], ...] = ()
-        if len(substr) <= _SMALL_NEEDLE_SET:
-            by_column: dict[str, list[tuple[str, tuple[int, ...]]]] = {}
-            for (c, n), ids in sorted(substr.items()):
-                by_column.setdefault(c, []).append((n, tuple(ids)))
-            self.small = tuple((c, tuple(needles)) for c, needles in by_column.items())
-        else:
-            self.search_columns = tuple(sorted({c for c, _n in substr}))
-            needles = sorted({n for _c, n in substr})
-            where: dict[str, list[tuple[str, tuple[int, ...]]]] = {}
-            for (c, n), ids in sorted(substr.items()):
-                where.setdefault(n, []).append((c, tuple(ids)))
+        # Per needle of the set: (position in self.columns, branches) for each column it is for.
+        self.search_where: tuple[tuple[tuple[int, tuple[int, ...]], ...], ...] = ()
+        self.searched: frozenset[int] = frozenset()  # positions of the columns the set covers
+        if not few:
+            where: dict[str, list[tuple[int, tuple[int, ...]]]] = {}
+            for pos, c in enumerate(names):
+                for n, ids in sorted(substr.get(c, {}).items()):
+                    where.setdefault(n, []).append((pos, tuple(ids)))
+            needles = sorted(where)
             self.search = _set_search(needles)
             self.search_needles = tuple(needles)
-            # A needle found in the joined text selects a branch only if it is in that branch's column.
             self.search_where = tuple(tuple(where[n]) for n in needles)
+            self.searched = frozenset(names.index(c) for c in substr)
+
+    def _select(self, missed: list[tuple[int, Any]], cache: dict[str, str]) -> set[int]:
+        """The branches selected by the columns whose values were not remembered; remembers them."""
+        columns = self.columns
+        texts: dict[int, str] = {}
+        found: dict[int, set[int]] = {}
+        for pos, value in missed:
+            index = columns[pos]
+            text = cache.get(index.column)
+            if text is None:
+                text = (value if type(value) is str else as_text(value)).lower()
+                cache[index.column] = text
+            texts[pos] = text
+            hit = found[pos] = set(index.exact.get(text, _NO_IDS)) if text else set()
+            for needle, ids in index.small:
+                if needle in text:
+                    hit.update(ids)
+        if self.search is not None:
+            joined = "\0".join(t for p, t in texts.items() if t and p in self.searched)
+            if joined:
+                search_needles, search_where = self.search_needles, self.search_where
+                for h in self.search(joined):
+                    needle = search_needles[h]
+                    for pos, ids in search_where[h]:
+                        text = texts.get(pos)
+                        if text and needle in text:
+                            found[pos].update(ids)
+        selected: set[int] = set()
+        for pos, value in missed:
+            hit = found[pos]
+            selected.update(hit)
+            if type(value) is str and len(value) <= _MEMO_MAX_LEN:
+                memo = columns[pos].memo
+                if len(memo) >= _MEMO_ENTRIES:
+                    memo.clear()
+                memo[value] = tuple(sorted(hit)) if hit else _NO_IDS
+        return selected
 
     def candidates(
         self, row: dict[str, Any], cache: dict[str, str] | None = None
@@ -471,45 +528,31 @@ class _TableDispatch:
         """The branches that may match ``row``; ``cache`` holds its lower-cased column texts."""
         if cache is None:
             cache = {}
-        hit: set[int] | None = None
-        for column, table in self.exact:
-            low = _lowered(row, column, cache)
-            if low:
-                ids = table.get(low)
-                if ids:
-                    hit = set(ids) if hit is None else hit.union(ids)
-        for column, needles in self.small:
-            low = _lowered(row, column, cache)
-            if not low:
+        hit: set[int] = set()
+        missed: list[tuple[int, Any]] = []
+        get = row.get
+        for pos, index in enumerate(self.columns):
+            value = get(index.column)
+            if not value:
                 continue
-            for needle, ids in needles:
-                if needle in low:
-                    hit = set(ids) if hit is None else hit.union(ids)
-        if self.search is not None:
-            parts = []
-            for column in self.search_columns:
-                value = row.get(column)
-                if value:
-                    parts.append(value if type(value) is str else as_text(value))
-            found = self.search("\0".join(parts).lower()) if parts else ()  # one lower() for all
-            if found:
-                search_needles, search_where = self.search_needles, self.search_where
-                for h in found:
-                    needle = search_needles[h]
-                    for column, ids in search_where[h]:
-                        if needle in _lowered(row, column, cache):
-                            hit = set(ids) if hit is None else hit.union(ids)
+            ids = index.memo.get(value) if type(value) is str else None
+            if ids is None:
+                missed.append((pos, value))
+            elif ids:
+                hit.update(ids)
+        if missed:
+            hit.update(self._select(missed, cache))
         if not hit:
             return self.always
         more, filtered = self.more, self.filtered
-        chosen = []
+        chosen = list(self.always)
         for i in sorted(hit):
             for check in more[i]:
                 if not check(row, cache):
                     break
             else:
                 chosen.append(filtered[i])
-        return self.always + chosen if chosen else self.always
+        return chosen
 
 
 class RuleSet:

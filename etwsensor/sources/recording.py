@@ -26,6 +26,8 @@ from etwsensor.sources.damage import SourceDamage
 from etwsensor.sources.header import RecordingHeader
 
 _OK = DecodeStatus.OK
+# Per (guid, id, opcode, version) of a recording: event name, field restorers, counters.
+_Kind = tuple[str, dict[str, str] | None, EventCount]
 
 
 class RecordingFormatError(ValueError):
@@ -141,7 +143,7 @@ class _FieldTypes:
     _RESTORE: ClassVar[dict[str, str]] = {"FILETIME": "time", "SYSTEMTIME": "time", "Binary": "bytes"}
 
     def __init__(self, providers: Iterable[ProviderDef]) -> None:
-        self._by_event: dict[tuple[str, int, int], dict[str, str]] = {}
+        self._by_event: dict[tuple[str, int | None, int], dict[str, str]] = {}
         for p in providers:
             for ev in p.events:
                 for vd in ev.versions:
@@ -149,10 +151,12 @@ class _FieldTypes:
                     if restore:
                         self._by_event[(p.guid, ev.key, vd.version)] = restore
 
-    def restore(self, guid: str, key: int, version: int, fields: dict[str, Any]) -> None:
-        restore = self._by_event.get((guid, key, version))
-        if restore is None:  # most events: nothing but numbers and strings
-            return
+    def restorers(self, guid: str, key: int | None, version: int) -> dict[str, str] | None:
+        """Field → "time"/"bytes" for an event kind; None for most, which hold only numbers and strings."""
+        return self._by_event.get((guid, key, version)) if key is not None else None
+
+    @staticmethod
+    def restore_fields(restore: dict[str, str], fields: dict[str, Any]) -> None:
         for name, kind in restore.items():
             v = fields.get(name)
             if isinstance(v, str):
@@ -195,9 +199,11 @@ class RecordingReader:
         self.damage: list[SourceDamage] = []
         self.stats = DecodeStats()
         provs = tuple(providers if providers is not None else load_providers())
-        self._names = {(p.guid, ev.key): ev.name for p in provs for ev in p.events}
+        self._names: dict[tuple[str, int | None], str] = {
+            (p.guid, ev.key): ev.name for p in provs for ev in p.events
+        }
         self._types = _FieldTypes(provs)
-        self._counts: dict[tuple[str, int | None, int | None, int], EventCount] = {}
+        self._kinds: dict[tuple[str, int | None, int | None, int], _Kind] = {}
         self._lines = self._open_lines()
         try:
             first = next(self._lines, b"")
@@ -221,11 +227,12 @@ class RecordingReader:
 
     def events(self) -> Iterator[RawEvent]:
         lineno = 1
+        event = self._event
         try:
             for lineno, line in enumerate(self._lines, start=2):
-                if not line.strip():
+                if len(line) < 3 and not line.strip():
                     continue
-                ev = self._event(line, lineno)
+                ev = event(line, lineno)
                 if ev is not None:
                     yield ev
         except (zstandard.ZstdError, OSError, EOFError) as exc:
@@ -234,30 +241,24 @@ class RecordingReader:
             self._close()
 
     def _event(self, line: bytes, lineno: int) -> RawEvent | None:
+        """One line → RawEvent; the hot path of every replay, so one dict lookup per event for its kind."""
         try:
             d = orjson.loads(line)
-            guid, ident, opcode, version = d["guid"], d["id"], d["opcode"], int(d["version"])
-            key = ident if ident is not None else opcode
+            guid, ident, opcode, version = d["guid"], d["id"], d["opcode"], d["version"]
+            kind = self._kinds.get((guid, ident, opcode, version))
+            if kind is None:
+                kind = self._kind(guid, ident, opcode, version, d["provider"])
+            name, restore, counts = kind
             fields = d["fields"]
+            if restore is not None:
+                self._types.restore_fields(restore, fields)
             status = _OK if "status" not in d else DecodeStatus(d["status"])
-            self._types.restore(guid, key, version, fields)
-            payload = bytes.fromhex(d["payload"]) if status is not _OK else None
-            ev = RawEvent(guid, d["provider"], self._names.get((guid, key), ""), ident, opcode, version,
-                          parse_time(d["ts"]), int(d["pid"]), int(d["tid"]), int(d["cpu"]),
-                          fields, status, payload)  # fmt: skip
-        except (
-            ValueError,
-            KeyError,
-            TypeError,
-            AttributeError,
-        ) as exc:  # orjson.JSONDecodeError is a ValueError
+            payload = None if status is _OK else bytes.fromhex(d["payload"])
+            ev = RawEvent(guid, d["provider"], name, ident, opcode, version, parse_time(d["ts"]),
+                          int(d["pid"]), int(d["tid"]), int(d["cpu"]), fields, status, payload)  # fmt: skip
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:  # JSONDecodeError is a ValueError
             self.damage.append(SourceDamage(str(self.path), f"line {lineno}", f"not a valid event: {exc}"))
             return None
-        counts = self._counts.get((guid, ident, opcode, version))
-        if counts is None:
-            counts = self._counts[(guid, ident, opcode, version)] = self.stats.entry(
-                guid, ident, opcode, version, ev.provider, ev.name, known=bool(ev.name)
-            )
         counts.count += 1
         if status is not _OK:
             if status is DecodeStatus.ERROR:
@@ -265,3 +266,16 @@ class RecordingReader:
             else:
                 counts.undecoded += 1
         return ev
+
+    def _kind(self, guid: Any, ident: Any, opcode: Any, version: Any, provider: Any) -> _Kind:
+        """Name, field restorers and counters of a (provider, event, version) seen for the first time."""
+        if not isinstance(guid, str) or not isinstance(provider, str) or type(version) is not int:
+            raise TypeError("guid and provider must be strings, version an integer")
+        if not (ident is None or type(ident) is int) or not (opcode is None or type(opcode) is int):
+            raise TypeError("id and opcode must be integers or null")
+        key = ident if ident is not None else opcode
+        name = self._names.get((guid, key), "")
+        counts = self.stats.entry(guid, ident, opcode, version, provider, name, known=bool(name))
+        kind = (name, self._types.restorers(guid, key, version), counts)
+        self._kinds[(guid, ident, opcode, version)] = kind
+        return kind

@@ -103,3 +103,12 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     assert bad_sink.returncode == 2 and "carrier-pigeon" in bad_sink.stderr
     bad_now = run("replay", str(DEMO), "--now", "yesterday")
     assert bad_now.returncode == 2 and "ISO-8601" in bad_now.stderr
+
+
+def test_an_input_that_is_no_trace_is_damage_and_the_others_still_run(tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.jsonl"
+    bogus.write_text("this is not a recording\n")
+    r = run("replay", str(bogus), str(DEMO))
+    assert r.returncode == 3
+    assert "bogus.jsonl: line 1 is not an etwsensor recording header" in r.stderr
+    assert alerts_of(r.stdout), "the demo after it was still replayed"
