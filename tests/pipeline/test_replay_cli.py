@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "demo.jsonl.zst"
@@ -112,3 +117,18 @@ def test_an_input_that_is_no_trace_is_damage_and_the_others_still_run(tmp_path: 
     assert r.returncode == 3
     assert "bogus.jsonl: line 1 is not an etwsensor recording header" in r.stderr
     assert alerts_of(r.stdout), "the demo after it was still replayed"
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="util-linux `script` gives the command a terminal")
+def test_on_a_terminal_the_progress_bar_shows_events_rows_and_alerts(tmp_path: Path) -> None:
+    out = tmp_path / "alerts.ndjson"
+    cmd = f"{shlex.quote(sys.executable)} -m etwsensor replay {shlex.quote(str(DEMO))} --sink file:{out}"
+    r = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stdout
+    assert re.search(r"1,793 events \([\d,]+/s\)\s+971 rows\s+14 alerts", r.stdout)  # the live bar
+    assert "replayed 1 input(s): 1,793 events" in r.stdout  # then the summary
+
+
+def test_off_a_terminal_there_is_no_progress_bar() -> None:
+    r = run("replay", str(DEMO))
+    assert "/s)" not in r.stderr
