@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from etwsensor.decode import types as t
@@ -139,37 +140,18 @@ def _group_step(
     return converted
 
 
+# Readers of the variable-width types: (payload, offset) -> (value, next offset).
+Reader = Callable[[bytes, int], tuple[Any, int]]
+_READERS: dict[str, Reader] = {
+    "UnicodeString": t.utf16z,
+    "AnsiString": t.ansiz,
+    "SID": t.sid,
+    "SYSTEMTIME": t.systemtime,
+}
+
+
 def _variable_step(f: FieldDef, pointer_size: int) -> Step:
     name = f.name
-    if f.type in ("UnicodeString", "AnsiString"):
-        read = t.utf16z if f.type == "UnicodeString" else t.ansiz
-
-        def string(buf: bytes, off: int, out: dict[str, Any]) -> int:
-            out[name], off = read(buf, off)
-            return off
-
-        return string
-    if f.type == "SID":
-
-        def sid(buf: bytes, off: int, out: dict[str, Any]) -> int:
-            out[name], off = t.sid(buf, off)
-            return off
-
-        return sid
-    if f.type == "TokenUser":
-
-        def token_user(buf: bytes, off: int, out: dict[str, Any]) -> int:
-            out[name], off = t.token_user(buf, off, pointer_size)
-            return off
-
-        return token_user
-    if f.type == "SYSTEMTIME":
-
-        def systemtime(buf: bytes, off: int, out: dict[str, Any]) -> int:
-            out[name], off = t.systemtime(buf, off)
-            return off
-
-        return systemtime
     if f.type == "Binary":
         count = f.count or ""
 
@@ -178,7 +160,13 @@ def _variable_step(f: FieldDef, pointer_size: int) -> Step:
             return off
 
         return binary
-    raise ValueError(f"no reader for {f.type}")  # schema validation makes this unreachable
+    read = partial(t.token_user, pointer_size=pointer_size) if f.type == "TokenUser" else _READERS[f.type]
+
+    def variable(buf: bytes, off: int, out: dict[str, Any]) -> int:
+        out[name], off = read(buf, off)
+        return off
+
+    return variable
 
 
 def compile_layout(vd: VersionDef, pointer_size: int) -> tuple[Step, ...]:
