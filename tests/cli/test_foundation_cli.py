@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -100,3 +101,30 @@ def test_unreadable_input_is_a_clear_error(tmp_path: Path) -> None:
     assert r.returncode == 2 and "bogus.jsonl: line 1 is not an etwsensor recording header" in r.stderr
     r = run("convert", str(bogus), "-o", str(tmp_path / "x.txt"))
     assert r.returncode == 2 and "must end in .jsonl or .jsonl.zst" in r.stderr
+
+
+ETL = Path(__file__).parents[1] / "data" / "etl" / "perfview_net.4.5.2.x64.etl"
+
+
+def test_inspect_the_real_etl() -> None:
+    r = run("inspect", str(ETL), "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert (doc["events"], doc["decode_errors"], doc["undecoded"]) == (179474, 0, 0)
+    assert doc["other"] == 179474 - 7322  # CLR, stack walks, samples, disk I/O: counted, listed, not decoded
+    clr = [e for e in doc["by_event"] if e["guid"] == "e13c0d23-ccbc-4e12-931b-d9cc2eee27e4"]
+    assert clr and all(e["name"] == "" and e["count"] > 0 for e in clr)
+
+
+def test_a_cut_etl_keeps_what_came_before_and_exits_3(tmp_path: Path) -> None:
+    cut = tmp_path / "cut.etl"
+    cut.write_bytes(ETL.read_bytes()[: 2_000_000])
+    r = run("inspect", str(cut), "--json")
+    assert r.returncode == 3
+    doc = json.loads(r.stdout)
+    assert 0 < doc["events"] < 179474
+    assert re.search(rf"damaged: {re.escape(str(cut))}: offset 0x[0-9a-f]+", r.stderr)
+    out = tmp_path / "cut.jsonl.zst"
+    c = run("convert", str(cut), "-o", str(out))
+    assert c.returncode == 3 and out.exists()
+    assert 0 < len(list(RecordingReader(out).events())) <= 7322
