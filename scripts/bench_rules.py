@@ -3,7 +3,8 @@
     python scripts/bench_rules.py [--corpus DIR] [--rows N] [--json]
 
 Measures, in-process and single-threaded for evaluation:
-* rows/s through ``RuleSet.evaluate`` with the built-in pack and with every query of the Sigma corpus;
+* rows/s through ``RuleSet.evaluate`` with the built-in pack and with every query of the Sigma corpus,
+  the latter also with the prefilter's per-column memo off (every value new: the worst case);
 * compile time of the corpus cold (empty cache dir; the parse fans out to worker processes) and warm
   (compiled-IR cache filled).
 Rows are synthetic but realistic: a mix of the four tables with Windows paths, command lines and
@@ -24,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from etwsensor.rules import RuleSet
+from etwsensor.rules import RuleSet, ruleset
 
 DEFAULT_CORPUS = Path("/work/shared/data/kql/sigma-converted-microsoft-xdr")
 
@@ -239,6 +240,16 @@ def run(corpus: Path = DEFAULT_CORPUS, n_rows: int = 20000) -> dict[str, Any]:
             result["corpus_rules"] = len(warm.rules)
             result["corpus_failed"] = len(failures)
             result["corpus_rows_per_s"], result["corpus_matches"] = rows_per_second(warm, rows)
+            # The worst case: as if every column value were new (the prefilter's memo never hits).
+            memo_max_len = ruleset._MEMO_MAX_LEN
+            ruleset._MEMO_MAX_LEN = -1
+            for dispatch in warm._dispatch.values():
+                for index in dispatch.columns:
+                    index.memo.clear()
+            try:
+                result["corpus_rows_per_s_no_memo"], _ = rows_per_second(warm, rows)
+            finally:
+                ruleset._MEMO_MAX_LEN = memo_max_len
             result["corpus_eval_errors"] = sum(warm.errors.values())
             del cold
     return result

@@ -3,8 +3,7 @@
     python scripts/kql_coverage.py [--root ../shared/data/kql] [--out docs/kql-coverage.md]
 
 A dev tool (it reads ../shared beside the checkout; tests do not). For each corpus: how many queries
-compile, and
-the failures grouped by reason, with example files. The compiled-IR cache makes reruns fast.
+compile, and the failures grouped by reason, with example files. The compiled-IR cache makes reruns fast.
 """
 
 from __future__ import annotations

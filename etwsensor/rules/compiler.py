@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import functools
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -740,14 +741,11 @@ def _group_test(col: str, op: str, needles: list[str], scope: _Scope) -> Fn:
     kind = op.removesuffix("_cs")
     if not cs and scope.raw:
         return _lowered_group_test(lowered_column(scope.clock, col), kind, ns)
-    if kind == "endswith":
+    if kind in ("endswith", "startswith"):
+        affix = S.suffix_tester(ns) if kind == "endswith" else S.prefix_tester(ns)
         if cs:
-            return lambda r: r.get(col, "").endswith(ns)
-        return lambda r: r.get(col, "").lower().endswith(ns)
-    if kind == "startswith":
-        if cs:
-            return lambda r: r.get(col, "").startswith(ns)
-        return lambda r: r.get(col, "").lower().startswith(ns)
+            return lambda r: affix(r.get(col, ""))
+        return lambda r: affix(r.get(col, "").lower())
     if kind in ("=~", "=="):
         members = frozenset(ns)
         if cs:
@@ -769,10 +767,9 @@ def _group_test(col: str, op: str, needles: list[str], scope: _Scope) -> Fn:
 
 def _lowered_group_test(low: Fn, kind: str, ns: tuple[str, ...]) -> Fn:
     """A case-insensitive group test on the cached lower-cased column of the raw row."""
-    if kind == "endswith":
-        return lambda r: low(r).endswith(ns)
-    if kind == "startswith":
-        return lambda r: low(r).startswith(ns)
+    if kind in ("endswith", "startswith"):
+        affix = S.suffix_tester(ns) if kind == "endswith" else S.prefix_tester(ns)
+        return lambda r: affix(low(r))
     if kind == "=~":
         members = frozenset(ns)
         return lambda r: low(r) in members
@@ -1093,9 +1090,10 @@ class QueryCompiler:
             scope = self.scope(stream, segment)
             scope.raw = USE_LOWERED_CACHE and all(b.raw for b in stream.branches)
             compiler = _ExprCompiler(scope)
-            conjuncts = [compiler.compile(t)[0] for t in _flatten_logical(op.predicate, "and")]
+            terms = _flatten_logical(op.predicate, "and")
+            conjuncts = [compiler.compile(t)[0] for t in terms]
             self._note_reads(stream, scope)
-            groups = [g for g in (_needles(t, scope) for t in _flatten_logical(op.predicate, "and")) if g]
+            groups = [g for g in (_needles(t, scope) for t in terms) if g]
             for b in stream.branches:
                 if b.raw:
                     b.filters.extend(conjuncts)
@@ -1254,7 +1252,13 @@ def _where(conjuncts: list[Fn]) -> Stage:
 
 
 def _align(columns: dict[str, str], source_col: str | None = None, label: str = "") -> Stage:
-    pairs = tuple((n, _default(t)) for n, t in columns.items() if n != source_col)
+    # Most Sigma rules output their table's ~60 columns unchanged: one stage per distinct shape.
+    return _align_shape(tuple(columns.items()), source_col, label)
+
+
+@functools.lru_cache(maxsize=1024)
+def _align_shape(columns: tuple[tuple[str, str], ...], source_col: str | None, label: str) -> Stage:
+    pairs = tuple((n, _default(t)) for n, t in columns if n != source_col)
 
     if source_col:
 

@@ -13,6 +13,7 @@ front end and of this compiler. The cache directory is ``$ETWSENSOR_CACHE_DIR`` 
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import os
 import pickle
@@ -123,10 +124,10 @@ def _cache_key(kql: str) -> str:
 def lower_cached(kql: str, use_cache: bool = True) -> ir.Query:
     """duckdb-kql's IR for ``kql``, from the cache when it is there (front-end errors too)."""
     path = cache_dir() / f"{_cache_key(kql)}.pickle" if use_cache else None
-    if path is not None and path.is_file():
+    if path is not None:
         try:
             cached = pickle.loads(path.read_bytes())
-        except Exception:  # a torn or stale entry is recompiled, never fatal
+        except Exception:  # absent, torn or stale: (re)compiled, never fatal
             cached = None
         if isinstance(cached, ir.Query):
             return cached
@@ -424,10 +425,13 @@ _NO_IDS: tuple[int, ...] = ()
 class _ColumnIndex:
     """The first-group needles of one column and what its recent values selected."""
 
-    __slots__ = ("column", "exact", "memo", "small")
+    __slots__ = ("column", "exact", "memo", "searched", "small")
 
-    def __init__(self, column: str, exact: dict[str, list[int]], small: dict[str, list[int]]) -> None:
+    def __init__(
+        self, column: str, exact: dict[str, list[int]], small: dict[str, list[int]], searched: bool
+    ) -> None:
         self.column = column
+        self.searched = searched  # its substring needles are in the table's RE2 set
         self.exact = {n: tuple(ids) for n, ids in exact.items()}
         # Substring needles tested with ``in`` (tables with few); the others go to the table's set.
         self.small = tuple((n, tuple(ids)) for n, ids in sorted(small.items()))
@@ -467,13 +471,13 @@ class _TableDispatch:
         names = sorted(exact.keys() | substr.keys())
         few = sum(len(m) for m in substr.values()) <= _SMALL_NEEDLE_SET
         self.columns = tuple(
-            _ColumnIndex(c, exact.get(c, {}), substr.get(c, {}) if few else {}) for c in names
+            _ColumnIndex(c, exact.get(c, {}), substr.get(c, {}) if few else {}, not few and c in substr)
+            for c in names
         )
         self.search: Any = None
         self.search_needles: tuple[str, ...] = ()
         # Per needle of the set: (position in self.columns, branches) for each column it is for.
         self.search_where: tuple[tuple[tuple[int, tuple[int, ...]], ...], ...] = ()
-        self.searched: frozenset[int] = frozenset()  # positions of the columns the set covers
         if not few:
             where: dict[str, list[tuple[int, tuple[int, ...]]]] = {}
             for pos, c in enumerate(names):
@@ -483,44 +487,48 @@ class _TableDispatch:
             self.search = _set_search(needles)
             self.search_needles = tuple(needles)
             self.search_where = tuple(tuple(where[n]) for n in needles)
-            self.searched = frozenset(names.index(c) for c in substr)
 
     def _select(self, missed: list[tuple[int, Any]], cache: dict[str, str]) -> set[int]:
         """The branches selected by the columns whose values were not remembered; remembers them."""
         columns = self.columns
         texts: dict[int, str] = {}
-        found: dict[int, set[int]] = {}
+        searched: list[str] = []
+        found: dict[int, set[int]] = {}  # column position -> branches (only columns with a hit)
         for pos, value in missed:
             index = columns[pos]
             text = cache.get(index.column)
             if text is None:
                 text = (value if type(value) is str else as_text(value)).lower()
                 cache[index.column] = text
+            if not text:
+                continue
             texts[pos] = text
-            hit = found[pos] = set(index.exact.get(text, _NO_IDS)) if text else set()
+            ids = index.exact.get(text)
+            if ids:
+                found.setdefault(pos, set()).update(ids)
             for needle, ids in index.small:
                 if needle in text:
-                    hit.update(ids)
-        if self.search is not None:
-            joined = "\0".join(t for p, t in texts.items() if t and p in self.searched)
-            if joined:
-                search_needles, search_where = self.search_needles, self.search_where
-                for h in self.search(joined):
-                    needle = search_needles[h]
-                    for pos, ids in search_where[h]:
-                        text = texts.get(pos)
-                        if text and needle in text:
-                            found[pos].update(ids)
-        selected: set[int] = set()
+                    found.setdefault(pos, set()).update(ids)
+            if index.searched:
+                searched.append(text)
+        if searched:
+            search_needles, search_where = self.search_needles, self.search_where
+            for h in self.search("\0".join(searched)):
+                needle = search_needles[h]
+                for pos, ids in search_where[h]:
+                    text = texts.get(pos)
+                    if text and needle in text:
+                        found.setdefault(pos, set()).update(ids)
         for pos, value in missed:
-            hit = found[pos]
-            selected.update(hit)
             if type(value) is str and len(value) <= _MEMO_MAX_LEN:
                 memo = columns[pos].memo
                 if len(memo) >= _MEMO_ENTRIES:
                     memo.clear()
+                hit = found.get(pos)
                 memo[value] = tuple(sorted(hit)) if hit else _NO_IDS
-        return selected
+        if not found:
+            return set()
+        return set().union(*found.values())
 
     def candidates(
         self, row: dict[str, Any], cache: dict[str, str] | None = None
@@ -572,6 +580,20 @@ class RuleSet:
     @classmethod
     def load(
         cls, paths: Iterable[Path | str] = (), builtin: bool = True, use_cache: bool = True
+    ) -> tuple[RuleSet, list[RuleFailure]]:
+        # Loading allocates millions of long-lived objects (IR, closures) and no garbage worth
+        # collecting: the cyclic collector's passes over them were a third of a warm load.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            return cls._load(paths, builtin, use_cache)
+        finally:
+            if collecting:
+                gc.enable()
+
+    @classmethod
+    def _load(
+        cls, paths: Iterable[Path | str], builtin: bool, use_cache: bool
     ) -> tuple[RuleSet, list[RuleFailure]]:
         clock = Clock()
         rules: list[Rule] = []

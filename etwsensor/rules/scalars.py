@@ -94,6 +94,62 @@ def regex_tester(pattern: str) -> Callable[[str], bool]:
 # --- the has family: term matching ---------------------------------------------------------------
 
 
+# Below this many needles ``str.endswith(tuple)`` (a scan, ~20 ns a needle) is as fast.
+AFFIX_INDEX_MIN = 8
+
+
+def _is_file_name_suffix(needle: str) -> bool:
+    return needle.startswith("\\") and "\\" not in needle[1:]
+
+
+def suffix_tester(needles: tuple[str, ...]) -> Callable[[str], bool]:
+    """``lambda s: s.endswith(needles)`` for many needles, by a few set lookups instead of a scan.
+
+    Sigma's ``endswith "\\x.exe"`` lists are hundreds long: a needle that is one leading
+    backslash and a name matches exactly when the text's last path segment is that name; the
+    other needles are looked up by the text's tail of each needle length.
+    """
+    if len(needles) < AFFIX_INDEX_MIN or "" in needles:
+        return lambda s: s.endswith(needles)
+    names = frozenset(n[1:] for n in needles if _is_file_name_suffix(n))
+    by_len: dict[int, set[str]] = {}
+    for n in needles:
+        if not _is_file_name_suffix(n):
+            by_len.setdefault(len(n), set()).add(n)
+    tails = tuple((-length, frozenset(ns)) for length, ns in sorted(by_len.items()))
+
+    def test(s: str) -> bool:
+        if names:
+            cut = s.rfind("\\")
+            if cut >= 0 and s[cut + 1 :] in names:
+                return True
+        for start, bucket in tails:  # noqa: SIM110 - no generator frame on the hot path
+            # A text shorter than the needles gives itself: never one of them.
+            if s[start:] in bucket:
+                return True
+        return False
+
+    return test
+
+
+def prefix_tester(needles: tuple[str, ...]) -> Callable[[str], bool]:
+    """``lambda s: s.startswith(needles)`` for many needles: one set lookup per needle length."""
+    if len(needles) < AFFIX_INDEX_MIN or "" in needles:
+        return lambda s: s.startswith(needles)
+    by_len: dict[int, set[str]] = {}
+    for n in needles:
+        by_len.setdefault(len(n), set()).add(n)
+    heads = tuple((length, frozenset(ns)) for length, ns in sorted(by_len.items()))
+
+    def test(s: str) -> bool:
+        for length, bucket in heads:  # noqa: SIM110 - no generator frame on the hot path
+            if s[:length] in bucket:
+                return True
+        return False
+
+    return test
+
+
 def _is_term_char(ch: str) -> bool:
     # Kusto: terms are maximal runs of alphanumeric characters; "_" is not one (oracle decides).
     return ch.isalnum()
