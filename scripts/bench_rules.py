@@ -1,4 +1,4 @@
-"""Rule engine benchmark: rows/s and compile times (issue 4 §6). A dev tool: it reads /work/shared.
+"""Rule engine benchmark: rows/s and compile times (issue 4 §6). A dev tool: it reads ../shared.
 
     python scripts/bench_rules.py [--corpus DIR] [--rows N] [--json]
 
@@ -27,7 +27,7 @@ from typing import Any
 
 from etwsensor.rules import RuleSet, ruleset
 
-DEFAULT_CORPUS = Path("/work/shared/data/kql/sigma-converted-microsoft-xdr")
+DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "kql" / "sigma-converted-microsoft-xdr"
 
 _EXES = [
     "svchost.exe",

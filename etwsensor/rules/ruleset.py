@@ -410,15 +410,36 @@ def _group_check(group: frozenset[tuple[str, str, bool]]) -> GroupCheck:
                     return True
         return False
 
-    return check
+    columns = {column for column, _n, _e in group}
+    if len(columns) != 1:
+        return check
+    # One column (the usual case): the answer depends on its value alone, so remember it like
+    # the table prefilter does (same bounds).
+    (column,) = columns
+    memo: dict[str, bool] = {}
+
+    def check_one_column(row: dict[str, Any], cache: dict[str, str]) -> bool:
+        value = row.get(column)
+        if type(value) is not str or len(value) > _MEMO_MAX_LEN:
+            return check(row, cache)
+        hit = memo.get(value)
+        if hit is None:
+            hit = check(row, cache)
+            if len(memo) >= _MEMO_ENTRIES:
+                memo.clear()
+            memo[value] = hit
+        return hit
+
+    return check_one_column
 
 
 # Per column, the prefilter's answer for a value is remembered: the Initiating* columns of a
 # process's events, DLL paths, registry keys and most file names recur row after row, so most rows
-# cost one dict lookup per needle column. Bounded: values longer than this are not remembered, and
-# a column's memo is emptied when it reaches _MEMO_ENTRIES.
-_MEMO_MAX_LEN = 1024
-_MEMO_ENTRIES = 8192
+# cost one dict lookup per needle column. Bounded (at most _MEMO_ENTRIES values of at most
+# _MEMO_MAX_LEN characters per column; typically well under 1 MB a column): longer values, mostly
+# unique command lines, are not remembered, and a full memo is emptied.
+_MEMO_MAX_LEN = 512
+_MEMO_ENTRIES = 4096
 _NO_IDS: tuple[int, ...] = ()
 
 

@@ -1,0 +1,128 @@
+"""The prefilter's indexes and memo give exactly the answers of the plain scans they replace.
+
+* ``suffix_tester``/``prefix_tester`` (set lookups by file name and by needle length) equal
+  ``str.endswith``/``str.startswith`` with a tuple of needles;
+* the per-column memos of the table prefilter (what a value selected) and of a branch's other
+  one-column needle groups return the same matches on a value's first and later sightings, and
+  when a memo is emptied because it is full.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from etwsensor.rules import RuleSet
+from etwsensor.rules import ruleset as ruleset_module
+from etwsensor.rules.scalars import AFFIX_INDEX_MIN, prefix_tester, suffix_tester
+
+# Few characters, backslashes among them, so that suffixes, path segments and lengths collide.
+_text = st.text(alphabet="\\ab.é", max_size=8)
+_needles = st.lists(_text, min_size=AFFIX_INDEX_MIN, max_size=3 * AFFIX_INDEX_MIN).map(tuple)
+_file_names = st.lists(_text.map(lambda s: "\\" + s.replace("\\", "")), min_size=AFFIX_INDEX_MIN, max_size=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(needles=_needles, names=_file_names, text=_text)
+def test_suffix_tester_is_endswith(needles: tuple[str, ...], names: list[str], text: str) -> None:
+    for ns in (needles, tuple(names), needles + tuple(names)):
+        assert suffix_tester(ns)(text) == text.endswith(ns)
+        for tail in ns[:3]:  # texts that do end with a needle, after a path
+            assert suffix_tester(ns)("c:\\x" + tail) == ("c:\\x" + tail).endswith(ns)
+
+
+@settings(max_examples=300, deadline=None)
+@given(needles=_needles, text=_text)
+def test_prefix_tester_is_startswith(needles: tuple[str, ...], text: str) -> None:
+    assert prefix_tester(needles)(text) == text.startswith(needles)
+    for head in needles[:3]:
+        assert prefix_tester(needles)(head + text) == (head + text).startswith(needles)
+
+
+def test_file_name_suffixes() -> None:
+    test = suffix_tester((*(f"\\{n}.dll" for n in "abcdefghij"), "\\"))
+    assert test("C:\\Windows\\b.dll")
+    assert test("C:\\Windows\\")
+    assert not test("C:\\Windows\\xb.dll")
+    assert not test("b.dll")  # no backslash: "\\b.dll" is not a suffix
+
+
+_DLLS = [f"lib{i}.dll" for i in range(40)]
+
+
+@pytest.fixture()
+def rules(tmp_path: Path) -> RuleSet:
+    # Enough substring needles that the table prefilter uses its RE2 set, and an equality index
+    # (the negation gives no needle, so the 40 file names are the rule's only group).
+    names = ", ".join(f'"\\\\{d}"' for d in _DLLS)
+    (tmp_path / "many.kql").write_text(
+        "DeviceImageLoadEvents\n"
+        f'| where FolderPath has_any ({names}) and InitiatingProcessFolderPath !contains @"\\System32\\"\n'
+        "| project FolderPath, InitiatingProcessFolderPath\n"
+    )
+    (tmp_path / "exact.kql").write_text(
+        'DeviceImageLoadEvents\n| where InitiatingProcessFileName in~ ("rundll32.exe", "regsvr32.exe")\n'
+        '| where FolderPath endswith @"\\lib7.dll"\n'
+    )
+    rs, failures = RuleSet.load([tmp_path], builtin=False, use_cache=False)
+    assert not failures
+    assert rs._dispatch["DeviceImageLoadEvents"].search is not None  # the RE2 set path is exercised
+    return rs
+
+
+def _rows() -> list[dict[str, Any]]:
+    rows = []
+    for i, dll in enumerate(_DLLS * 2 + ["other.dll"]):
+        folder = ["C:\\Users\\bob\\AppData\\Local\\Temp", "C:\\Windows\\System32"][i % 2]
+        rows.append(
+            {
+                "FolderPath": f"C:\\Windows\\System32\\{dll.upper() if i % 3 else dll}",
+                "InitiatingProcessFolderPath": f"{folder}\\x.exe",
+                "InitiatingProcessFileName": "x.exe" if i % 5 == 0 else "RunDll32.exe",
+            }
+        )
+    return rows
+
+
+def _matches(rs: RuleSet, row: dict[str, Any]) -> list[tuple[str, str]]:
+    return sorted((m.rule.id, m.row["FolderPath"]) for m in rs.evaluate("DeviceImageLoadEvents", row, None))
+
+
+def _brute_force(rs: RuleSet, row: dict[str, Any]) -> list[tuple[str, str]]:
+    out = []
+    for rule in rs.rules:
+        assert rule.plan is not None
+        for branch in rule.plan.branches:
+            got = branch.run(row)
+            if got is not None:
+                out.append((rule.id, got["FolderPath"]))
+    return sorted(out)
+
+
+def test_memo_gives_the_same_matches_on_repeats(rules: RuleSet) -> None:
+    rows = _rows()
+    first = [_matches(rules, dict(r)) for r in rows]
+    again = [_matches(rules, dict(r)) for r in rows]  # every value now remembered
+    assert first == again == [_brute_force(rules, r) for r in rows]
+    matched = [rule_id for found in first for rule_id, _path in found]
+    assert matched.count("many") > 20 and matched.count("exact") == 2  # not vacuous
+
+
+def test_memo_emptied_when_full(rules: RuleSet, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ruleset_module, "_MEMO_ENTRIES", 3)
+    rows = _rows()
+    for r in rows + rows:
+        assert _matches(rules, r) == _brute_force(rules, r)
+    memo_sizes = [len(index.memo) for d in rules._dispatch.values() for index in d.columns]
+    assert memo_sizes and max(memo_sizes) <= 3
+
+
+def test_non_string_and_long_values_are_not_remembered(rules: RuleSet) -> None:
+    long_path = "C:\\" + "a\\" * ruleset_module._MEMO_MAX_LEN + "lib3.dll"
+    row = {"FolderPath": long_path, "InitiatingProcessFolderPath": "C:\\Temp\\x.exe"}
+    assert _matches(rules, row) == _brute_force(rules, row) == [("many", long_path)]
+    assert all(long_path not in index.memo for d in rules._dispatch.values() for index in d.columns)
