@@ -27,7 +27,8 @@ from typing import Any
 
 from etwsensor.rules import RuleSet, ruleset
 
-DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "kql" / "sigma-converted-microsoft-xdr"
+SHARED = Path(__file__).resolve().parents[2] / "shared"  # beside the checkout
+DEFAULT_CORPUS = SHARED / "data" / "kql" / "sigma-converted-microsoft-xdr"
 
 _EXES = [
     "svchost.exe",
