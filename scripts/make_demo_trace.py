@@ -288,6 +288,11 @@ class Host:
 
     # --- files (classic FileIo) ----------------------------------------------------------------
 
+    def handle_event(self, name: str, proc: Proc, fo: int, ts: datetime) -> None:
+        """A FileIo Cleanup or Close of the file object ``fo`` (FileKey = FileObject, as here)."""
+        t = self.t
+        t.add("FileIo", name, ts, proc.pid, IrpPtr=t.pointer(), FileObject=fo, FileKey=fo, TTID=proc.pid + 4)
+
     def write_file(
         self, proc: Proc, path: str, ts: datetime, disposition: int = CREATE, writes: int = 1
     ) -> None:
@@ -323,26 +328,8 @@ class Host:
                 IoSize=512,
                 IoFlags=0,
             )
-        t.add(
-            "FileIo",
-            "Cleanup",
-            at + timedelta(milliseconds=1),
-            proc.pid,
-            IrpPtr=t.pointer(),
-            FileObject=fo,
-            FileKey=fo,
-            TTID=proc.pid + 4,
-        )
-        t.add(
-            "FileIo",
-            "Close",
-            at + timedelta(milliseconds=2),
-            proc.pid,
-            IrpPtr=t.pointer(),
-            FileObject=fo,
-            FileKey=fo,
-            TTID=proc.pid + 4,
-        )
+        self.handle_event("Cleanup", proc, fo, at + timedelta(milliseconds=1))
+        self.handle_event("Close", proc, fo, at + timedelta(milliseconds=2))
 
     def read_file(self, proc: Proc, path: str, ts: datetime) -> None:
         t = self.t
@@ -360,16 +347,7 @@ class Host:
             ShareAccess=7,
             OpenPath=nt(path),
         )
-        t.add(
-            "FileIo",
-            "Close",
-            ts + timedelta(milliseconds=3),
-            proc.pid,
-            IrpPtr=t.pointer(),
-            FileObject=fo,
-            FileKey=fo,
-            TTID=proc.pid + 4,
-        )
+        self.handle_event("Close", proc, fo, ts + timedelta(milliseconds=3))
 
     def delete_file(self, proc: Proc, path: str, ts: datetime) -> None:
         t = self.t
@@ -387,26 +365,8 @@ class Host:
             ShareAccess=7,
             OpenPath=nt(path),
         )
-        t.add(
-            "FileIo",
-            "Cleanup",
-            ts + timedelta(milliseconds=1),
-            proc.pid,
-            IrpPtr=t.pointer(),
-            FileObject=fo,
-            FileKey=fo,
-            TTID=proc.pid + 4,
-        )
-        t.add(
-            "FileIo",
-            "Close",
-            ts + timedelta(milliseconds=2),
-            proc.pid,
-            IrpPtr=t.pointer(),
-            FileObject=fo,
-            FileKey=fo,
-            TTID=proc.pid + 4,
-        )
+        self.handle_event("Cleanup", proc, fo, ts + timedelta(milliseconds=1))
+        self.handle_event("Close", proc, fo, ts + timedelta(milliseconds=2))
 
     # --- registry (Kernel-Registry makes the rows; classic Registry feeds its KCB names) --------
 

@@ -104,8 +104,8 @@ class FileTracker:
             ("FileIo", "Cleanup"): self._c_cleanup,
             ("FileIo", "Close"): self._c_close,
             ("FileIo", "Write"): self._c_write,
-            ("FileIo", "Delete"): self._c_delete,
-            ("FileIo", "DeletePath"): self._c_delete_path,
+            ("FileIo", "Delete"): self._c_delete,  # no FileName: the path comes from the caches
+            ("FileIo", "DeletePath"): self._c_delete,
             ("FileIo", "RenamePath"): self._c_rename_path,
             ("FileIo", "OperationEnd"): self._c_op_end,
         }
@@ -334,17 +334,6 @@ class FileTracker:
         self._write(ev, f.get("FileKey", 0), f.get("FileObject", 0), rows=not self._manifest_seen)
 
     def _c_delete(self, ev: RawEvent) -> None:
-        f = ev.fields
-        self._delete(
-            ev,
-            f.get("IrpPtr", 0),
-            f.get("FileKey", 0),
-            f.get("FileObject", 0),
-            "",
-            rows=not self._manifest_seen,
-        )
-
-    def _c_delete_path(self, ev: RawEvent) -> None:
         f = ev.fields
         self._delete(
             ev,
