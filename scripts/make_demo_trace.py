@@ -331,7 +331,8 @@ class Host:
         self.handle_event("Cleanup", proc, fo, at + timedelta(milliseconds=1))
         self.handle_event("Close", proc, fo, at + timedelta(milliseconds=2))
 
-    def read_file(self, proc: Proc, path: str, ts: datetime) -> None:
+    def open_file(self, proc: Proc, path: str, ts: datetime, options: int) -> int:
+        """A FileIo Create opening an existing file (shared read/write/delete); its file object."""
         t = self.t
         fo = t.pointer()
         t.add(
@@ -342,29 +343,19 @@ class Host:
             IrpPtr=t.pointer(),
             FileObject=fo,
             TTID=proc.pid + 4,
-            CreateOptions=(OPEN << 24) | 0x60,
+            CreateOptions=(OPEN << 24) | options,
             FileAttributes=0x80,
             ShareAccess=7,
             OpenPath=nt(path),
         )
+        return fo
+
+    def read_file(self, proc: Proc, path: str, ts: datetime) -> None:
+        fo = self.open_file(proc, path, ts, 0x60)
         self.handle_event("Close", proc, fo, ts + timedelta(milliseconds=3))
 
     def delete_file(self, proc: Proc, path: str, ts: datetime) -> None:
-        t = self.t
-        fo = t.pointer()
-        t.add(
-            "FileIo",
-            "Create",
-            ts,
-            proc.pid,
-            IrpPtr=t.pointer(),
-            FileObject=fo,
-            TTID=proc.pid + 4,
-            CreateOptions=(OPEN << 24) | 0x1000,
-            FileAttributes=0x80,
-            ShareAccess=7,
-            OpenPath=nt(path),
-        )
+        fo = self.open_file(proc, path, ts, 0x1000)  # FILE_DELETE_ON_CLOSE
         self.handle_event("Cleanup", proc, fo, ts + timedelta(milliseconds=1))
         self.handle_event("Close", proc, fo, ts + timedelta(milliseconds=2))
 

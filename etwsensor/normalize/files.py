@@ -235,19 +235,13 @@ class FileTracker:
         self.names.pop(ev.fields.get("FileKey", 0))
 
     def _k_create(self, ev: RawEvent) -> None:
-        self._manifest_seen = True
-        f = ev.fields
-        self._create(
-            ev,
-            f.get("Irp", 0),
-            f.get("FileObject", 0),
-            f.get("CreateOptions", 0),
-            f.get("FileName") or "",
-            new_file=False,
-            rows=True,
-        )
+        self._k_open(ev, new_file=False)
 
     def _k_create_new(self, ev: RawEvent) -> None:
+        self._k_open(ev, new_file=True)
+
+    def _k_open(self, ev: RawEvent, new_file: bool) -> None:
+        """Kernel-File Create (12) and CreateNewFile (30): one layout, one meaning of the result."""
         self._manifest_seen = True
         f = ev.fields
         self._create(
@@ -256,7 +250,7 @@ class FileTracker:
             f.get("FileObject", 0),
             f.get("CreateOptions", 0),
             f.get("FileName") or "",
-            new_file=True,
+            new_file=new_file,
             rows=True,
         )
 
