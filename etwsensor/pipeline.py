@@ -8,7 +8,7 @@ recording replays to the same alerts whenever it is replayed.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -105,12 +105,20 @@ class ReplaySummary:
 
 
 Progress = Callable[[int, int, int], None]  # events, rows, alerts so far
+TableRow = tuple[str, dict[str, Any]]
 
 
-def _rows_of(
+def _add_row_counts(summary: ReplaySummary, counts: dict[str, dict[str, int]]) -> None:
+    for table, actions in counts.items():
+        summary.rows[table] += sum(actions.values())
+        summary.rows_by_action.setdefault(table, Counter()).update(actions)
+
+
+def _row_batches(
     path: Path, device_map: str | None, summary: ReplaySummary
-) -> Iterator[tuple[str, dict[str, Any], datetime | None]]:
-    """(table, row, event time) of one input; fills the input's counts into the summary at the end."""
+) -> Iterator[tuple[Sequence[TableRow], datetime | None]]:
+    """The rows of one input, in batches (the rows one event completes) with their event time;
+    events that complete no row yield nothing. Fills the input's counts into the summary at the end."""
     from etwsensor.normalize import Normalizer, is_row_file
     from etwsensor.sources import open_source
 
@@ -118,10 +126,15 @@ def _rows_of(
         from etwsensor.sources.rowfile import read_row_file
 
         rows = read_row_file(path)
+        counts: dict[str, dict[str, int]] = {}
         for table, row in rows:
             summary.events += 1
+            actions = counts.setdefault(table, {})
+            action = str(row.get("ActionType"))
+            actions[action] = actions.get(action, 0) + 1
             ts = row.get("Timestamp")
-            yield table, row, ts if isinstance(ts, datetime) else None
+            yield ((table, row),), ts if isinstance(ts, datetime) else None
+        _add_row_counts(summary, counts)
         if rows.bad:
             summary.damage.append(f"{path}: {rows.bad} bad line(s) skipped")
         return
@@ -130,15 +143,17 @@ def _rows_of(
     process = normalizer.process
     for event in source.events():
         summary.events += 1
-        for table, row in process(event):
-            yield table, row, event.ts
-    for table, row in normalizer.flush():
-        yield table, row, None
+        batch = process(event)
+        if batch:
+            yield batch, event.ts
+    batch = normalizer.flush()
+    if batch:
+        yield batch, None
     totals = source.stats.totals()
     summary.decode_errors += totals["decode_errors"]
     summary.undecoded += totals["undecoded"]
-    stats = normalizer.stats()
-    summary.unresolved.update(stats.get("unresolved", {}))
+    _add_row_counts(summary, normalizer.sink.counts)
+    summary.unresolved.update(normalizer.sink.unresolved)
     summary.damage.extend(str(d) for d in source.damage)
 
 
@@ -156,33 +171,30 @@ def replay(
     summary = ReplaySummary()
     sink_list = list(sinks)
     on_row = detector.on_row
-    by_action: dict[tuple[str, Any], int] = {}  # (table, ActionType) -> rows, into the summary at the end
     rows_seen = 0
     alerts_sent = 0
+    next_progress = 0
     for path in paths:
         summary.inputs.append(str(path))
         detector.source = str(path)
         clock: datetime | None = now  # per input: each file is its own stream
         try:
-            for table, row, ts in _rows_of(path, device_map, summary):
-                rows_seen += 1
-                key = (table, row.get("ActionType"))
-                by_action[key] = by_action.get(key, 0) + 1
+            for batch, ts in _row_batches(path, device_map, summary):
                 if now is None and ts is not None and (clock is None or ts > clock):
                     clock = ts
-                for alert in on_row(table, row, clock):
-                    alerts_sent += 1
-                    for sink in sink_list:
-                        sink.send(alert)
-                if progress is not None and rows_seen % 2048 == 0:
+                for table, row in batch:
+                    for alert in on_row(table, row, clock):
+                        alerts_sent += 1
+                        for sink in sink_list:
+                            sink.send(alert)
+                rows_seen += len(batch)
+                if progress is not None and rows_seen >= next_progress:
                     progress(summary.events, rows_seen, alerts_sent)
+                    next_progress = rows_seen + 2048
         except SourceOpenError as exc:  # not a trace at all: reported as damage, the other inputs still run
             summary.damage.append(str(exc))
     if progress is not None:
         progress(summary.events, rows_seen, alerts_sent)
-    for (table, action), n in by_action.items():
-        summary.rows[table] += n
-        summary.rows_by_action.setdefault(table, Counter())[str(action)] += n
     summary.alerts = detector.alerts
     summary.matched = detector.matched
     summary.suppressed = detector.suppressor.suppressed

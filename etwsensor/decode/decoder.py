@@ -56,6 +56,13 @@ class EventCount:
     decode_errors: int = 0
     undecoded: int = 0
 
+    def note(self, status: DecodeStatus) -> None:
+        """Count an event whose status is not OK."""
+        if status is DecodeStatus.ERROR:
+            self.decode_errors += 1
+        elif status is DecodeStatus.UNDECODED:
+            self.undecoded += 1
+
 
 @dataclass
 class DecodeStats:

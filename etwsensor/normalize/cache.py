@@ -52,6 +52,22 @@ class BoundedCache(Generic[K, V]):
             return data.popitem(last=False)[1]
         return None
 
+    def swap(self, key: K, value: V) -> V | None:
+        """``put`` that returns the value ``key`` had (None when new): one call for get-then-put."""
+        data = self._data
+        old = data.get(key)
+        if old is None:
+            self.misses += 1
+            data[key] = value
+            if len(data) > self.max_size:
+                self.evictions += 1
+                data.popitem(last=False)
+            return None
+        self.hits += 1
+        data[key] = value
+        data.move_to_end(key)
+        return old
+
     def pop(self, key: K) -> V | None:
         return self._data.pop(key, None)
 

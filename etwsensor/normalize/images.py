@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from etwsensor.events import RawEvent
 from etwsensor.normalize.cache import BoundedCache
-from etwsensor.normalize.paths import PathResolver, file_name_of
+from etwsensor.normalize.paths import PathResolver
 from etwsensor.normalize.processes import ProcessTracker
 from etwsensor.normalize.rows import Handlers, Row, RowSink, path_unresolved
 
@@ -58,15 +58,13 @@ class ImageTracker:
 
     def _load(self, ev: RawEvent, pid: int, base: int, nt_path: str, source: str) -> None:
         key = (pid, base)
-        seen = self.loaded.get(key)
+        seen = self.loaded.swap(key, source)
         if seen is not None and seen != source:
             self.loaded.pop(key)  # the other provider's report of the same load
             return
-        self.loaded.put(key, source)
         path = self._paths.to_dos(nt_path)
-        self._processes.learn_image(pid, path)
-        proc = self._processes.get(pid)
+        proc = self._processes.image_loaded(pid, path)
         row: Row = dict(proc.initiating()) if proc is not None else {"InitiatingProcessId": pid}
-        row["FileName"] = file_name_of(path)
+        row["FileName"] = path[path.rfind("\\") + 1 :]  # file_name_of, inline: the busiest row kind
         row["FolderPath"] = path
         self._sink.emit(IMAGE_TABLE, "ImageLoaded", ev.ts, row, proc is None or path_unresolved(path))

@@ -79,7 +79,9 @@ def parse_device_map(spec: str) -> dict[str, str]:
 class PathResolver:
     """Converts NT paths to Defender's DOS/UNC form; learns mappings while the stream runs."""
 
-    __slots__ = ("_devices", "_pinned", "_system_root", "unknown_devices")
+    __slots__ = ("_converted", "_devices", "_pinned", "_system_root", "unknown_devices")
+
+    _CONVERTED_MAX = 16384  # distinct converted paths remembered (image loads repeat the same DLLs)
 
     def __init__(
         self,
@@ -92,6 +94,8 @@ class PathResolver:
         self._pinned: set[str] = set()
         self._system_root = system_root.rstrip("\\") or "C:\\Windows"
         self.unknown_devices = 0
+        # NT path → its DOS form, for paths a mapping converted; forgotten whenever a mapping changes
+        self._converted: dict[str, str] = {}
         for device, drive in (device_map or {}).items():
             self.add_mapping(device, drive)
         # Mappings the user gave (--device-map) win over anything the trace says later.
@@ -110,6 +114,7 @@ class PathResolver:
         dos = dos_path.rstrip("\\")
         if not key or key in self._pinned:
             return
+        self._converted.clear()
         if key == "\\systemroot":
             if dos:
                 self._system_root = dos
@@ -121,6 +126,7 @@ class PathResolver:
     def set_system_root(self, path: str) -> None:
         if path.strip("\\"):
             self._system_root = path.rstrip("\\")
+            self._converted.clear()
 
     def mappings(self) -> dict[str, str]:
         return dict(self._devices)
@@ -130,6 +136,17 @@ class PathResolver:
         (``count=False`` for bookkeeping conversions that are retried later)."""
         if not path or path[0] != "\\":
             return path  # already C:\…, a bare name, or empty
+        dos = self._converted.get(path)
+        if dos is not None:
+            return dos
+        dos = self._convert(path, count)
+        if dos is not path:
+            if len(self._converted) >= self._CONVERTED_MAX:
+                self._converted.clear()
+            self._converted[path] = dos
+        return dos
+
+    def _convert(self, path: str, count: bool) -> str:
         if path.startswith("\\\\"):
             if path.startswith("\\\\?\\") or path.startswith("\\\\.\\"):
                 return self._dos_device(path[4:])

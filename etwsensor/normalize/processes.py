@@ -378,8 +378,22 @@ class ProcessTracker:
         """A module of ``pid`` at ``path`` (NT or DOS form): completes a process known only by its
         bare name, or whose path was only guessed from its command line."""
         proc = self._by_pid.get(pid)
-        if proc is None or not proc.file_name or ("\\" in proc.folder_path and not proc.path_guessed):
-            return
+        if proc is not None and proc.file_name and ("\\" not in proc.folder_path or proc.path_guessed):
+            self._learn(proc, path)
+
+    def image_loaded(self, pid: int, path: str) -> Process | None:
+        """The process that loaded a module at ``path`` (DOS form): ``get`` and ``learn_image`` in one
+        lookup, for the most frequent event of all."""
+        proc = self._by_pid.get(pid)
+        if proc is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        if proc.file_name and ("\\" not in proc.folder_path or proc.path_guessed):
+            self._learn(proc, path)
+        return proc
+
+    def _learn(self, proc: Process, path: str) -> None:
         if file_name_of(path).lower() != proc.file_name.lower():
             return
         path = self._paths.to_dos(path, count=False)

@@ -40,6 +40,8 @@ CAPTURED_DATA_VALUE = 2  # the 4-byte payload of the Kernel-Registry captured-da
 
 # Session stop (3, 11) and provider disable (15, 41), CORRECTIONS §6.
 TAMPER_EVENTS: tuple[str, ...] = ("SessionStop", "SessionStop11", "ProviderDisable", "ProviderDisable41")
+
+
 @cache
 def event_tracing_provider() -> ProviderDef:
     """Microsoft-Windows-Kernel-EventTracing (providers/), the provider of the tamper watch."""
