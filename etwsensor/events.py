@@ -22,20 +22,21 @@ class DecodeStatus(StrEnum):
     ERROR = "error"  # payload truncated or malformed: payload kept raw
 
 
-class RawEvent(msgspec.Struct, gc=False):
+class RawEvent(msgspec.Struct, kw_only=True, gc=False):
     """One ETW record with its payload decoded into typed fields.
 
     Manifest providers are keyed by event ``id`` (``opcode`` is None); the classic kernel
     classes are keyed by ``opcode`` (``id`` is None), as ETW itself does.
 
     A msgspec Struct rather than a dataclass: one is built per event, and a Struct is built in C
-    (half the cost) and decoded straight from a recording line (see sources/recording.py). Not
-    tracked by the cyclic GC: it holds only scalars and a dict of scalars, never a cycle.
+    (a fifth of the cost) and decoded straight from recording lines (sources/recording.py, which
+    fills in ``name``). Keyword-only, so no call can mix up ids and opcodes. Not tracked by the
+    cyclic GC: it holds only scalars and a dict of scalars, never a cycle.
     """
 
     guid: str  # provider or classic class GUID, lowercase, no braces
     provider: str  # name from providers/ ("Microsoft-Windows-Kernel-Process", "Process", ...)
-    name: str  # event name from providers/ ("ProcessStart", "DCStart", ...)
+    name: str = ""  # event name from providers/ ("ProcessStart", "DCStart", ...)
     id: int | None
     opcode: int | None
     version: int
@@ -43,7 +44,7 @@ class RawEvent(msgspec.Struct, gc=False):
     pid: int
     tid: int
     cpu: int
-    fields: dict[str, Any] = msgspec.field(default_factory=dict)
+    fields: dict[str, Any]
     status: DecodeStatus = DecodeStatus.OK
     payload: bytes | None = None  # raw payload, kept only when status is not OK
 

@@ -82,7 +82,19 @@ class Generator:
         guid, ident, opcode = self._ids[(provider, name)]
         self.ts += timedelta(microseconds=20)
         self.mix[f"{provider}/{name}"] += 1
-        return RawEvent(guid, provider, name, ident, opcode, version, self.ts, pid, pid + 4, 0, fields)
+        return RawEvent(
+            guid=guid,
+            provider=provider,
+            name=name,
+            id=ident,
+            opcode=opcode,
+            version=version,
+            ts=self.ts,
+            pid=pid,
+            tid=pid + 4,
+            cpu=0,
+            fields=fields,
+        )
 
     def events(self, count: int) -> Iterator[RawEvent]:
         produced = 0

@@ -254,34 +254,34 @@ class Decoder:
             counter.decode_errors += 1
             return _raw(plan, rec, DecodeStatus.ERROR)
         return RawEvent(
-            rec.guid,
-            plan.provider,
-            plan.name,
-            plan.id,
-            plan.opcode,
-            rec.version,
-            rec.ts,
-            rec.pid,
-            rec.tid,
-            rec.cpu,
-            out,
+            guid=rec.guid,
+            provider=plan.provider,
+            name=plan.name,
+            id=plan.id,
+            opcode=plan.opcode,
+            version=rec.version,
+            ts=rec.ts,
+            pid=rec.pid,
+            tid=rec.tid,
+            cpu=rec.cpu,
+            fields=out,
         )
 
 
 def _raw(plan: _Plan, rec: RawRecord, status: DecodeStatus) -> RawEvent:
     """A record we know but could not decode: kept with its raw payload."""
     return RawEvent(
-        rec.guid,
-        plan.provider,
-        plan.name,
-        plan.id,
-        plan.opcode,
-        rec.version,
-        rec.ts,
-        rec.pid,
-        rec.tid,
-        rec.cpu,
-        {},
-        status,
-        rec.payload,
+        guid=rec.guid,
+        provider=plan.provider,
+        name=plan.name,
+        id=plan.id,
+        opcode=plan.opcode,
+        version=rec.version,
+        ts=rec.ts,
+        pid=rec.pid,
+        tid=rec.tid,
+        cpu=rec.cpu,
+        fields={},
+        status=status,
+        payload=rec.payload,
     )

@@ -557,8 +557,9 @@ class _TableDispatch:
         """The branches that may match ``row``; ``cache`` holds its lower-cased column texts."""
         if cache is None:
             cache = {}
-        hit: set[int] = set()
-        missed: list[tuple[int, Any]] = []
+        # Most rows hit no needle: nothing is allocated for them.
+        hit: set[int] | None = None
+        missed: list[tuple[int, Any]] | None = None
         get = row.get
         for pos, index in enumerate(self.columns):
             value = get(index.column)
@@ -566,11 +567,17 @@ class _TableDispatch:
                 continue
             ids = index.memo.get(value) if type(value) is str else None
             if ids is None:
+                if missed is None:
+                    missed = []
                 missed.append((pos, value))
             elif ids:
+                if hit is None:
+                    hit = set()
                 hit.update(ids)
-        if missed:
-            hit.update(self._select(missed, cache))
+        if missed is not None:
+            selected = self._select(missed, cache)
+            if selected:
+                hit = selected if hit is None else hit | selected
         if not hit:
             return self.always
         more, filtered = self.more, self.filtered
@@ -671,13 +678,16 @@ class RuleSet:
         dispatch = self._dispatch.get(table)
         if dispatch is None:
             return []
+        cache: dict[str, str] = {}  # the row's lower-cased column texts, shared with the plans
+        chosen = dispatch.candidates(row, cache)
+        if not chosen:
+            return []
         clock = self.clock
         clock.now = now
-        clock.row = row  # a fresh lower-cased text cache for this row, shared with the plans
-        cache: dict[str, str] = {}
+        clock.row = row
         clock.lowered = cache
         matches: list[Match] = []
-        for rule, branch in dispatch.candidates(row, cache):
+        for rule, branch in chosen:
             try:
                 out = branch.run(row)
             except Exception:  # a value of an unexpected type: count it, keep going

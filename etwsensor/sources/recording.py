@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Annotated, Any, ClassVar
+from typing import IO, Any, ClassVar
 
 import msgspec
 import zstandard
@@ -218,28 +218,11 @@ def _plain_blocks(fh: IO[bytes]) -> Iterator[bytes]:
         yield block
 
 
-class _Line(msgspec.Struct, gc=False):
-    """The wire form of one event line (docs/recording-format.md): what the fast path decodes.
-
-    Strict on purpose: a line this refuses (a time without a zone, a number as a string, a hex
-    payload) takes the lenient per-line path, which accepts what the format allows and names the
-    damage of what it does not.
-    """
-
-    guid: str
-    provider: str
-    id: int | None
-    opcode: int | None
-    version: int
-    ts: Annotated[datetime, msgspec.Meta(tz=True)]
-    pid: int
-    tid: int
-    cpu: int
-    fields: dict[str, Any]
-    status: DecodeStatus = DecodeStatus.OK
-
-
-_decode_lines = msgspec.json.Decoder(_Line).decode_lines
+# The fast path decodes lines straight into RawEvents; strict on purpose: a line it refuses (a time
+# without a zone, a number as a string) takes the lenient per-line path, which accepts what the
+# format allows and names the damage of what it does not. Hex payloads (status not ok) never reach
+# it: msgspec would read them as base64.
+_decode_lines = msgspec.json.Decoder(RawEvent).decode_lines
 _decode_any = msgspec.json.Decoder().decode
 
 
@@ -249,8 +232,8 @@ class RecordingReader:
     A line that is not a valid event is counted in ``damage`` with its line number and skipped; a
     compressed stream that breaks off ends the reading with a damage entry. Nothing else raises.
 
-    Speed: each block of ~1 MB of lines is decoded by msgspec in one call into typed ``_Line``
-    structs; only a block with a damaged line or a raw payload is decoded line by line.
+    Speed: each block of ~256 KB of lines is decoded by msgspec in one call into RawEvents; only
+    a block with a damaged line or a raw payload is decoded line by line.
     """
 
     def __init__(self, path: Path, providers: Iterable[ProviderDef] | None = None) -> None:
@@ -290,25 +273,22 @@ class RecordingReader:
         block = self._first
         try:
             while block:
-                lines = self._decode_block(block)
-                if lines is None:  # a damaged line or a raw payload in the block: line by line
+                events = self._decode_block(block)
+                if events is None:  # a damaged line or a raw payload in the block: line by line
                     yield from self._lenient_block(block, lineno)
-                    lines = []
+                    events = []
                 # The hot loop of every replay: one dict lookup per event for its kind.
-                for ln in lines:
-                    kind = kinds.get((ln.guid, ln.id, ln.opcode, ln.version))
+                for ev in events:
+                    kind = kinds.get((ev.guid, ev.id, ev.opcode, ev.version))
                     if kind is None:
-                        kind = kind_of(ln.guid, ln.id, ln.opcode, ln.version, ln.provider)
-                    name, restore, counts = kind
-                    fields = ln.fields
+                        kind = kind_of(ev.guid, ev.id, ev.opcode, ev.version, ev.provider)
+                    ev.name, restore, counts = kind
                     if restore is not None:
-                        restore_fields(restore, fields)
-                    status = ln.status
+                        restore_fields(restore, ev.fields)
                     counts.count += 1
-                    if status is not _OK:  # "undecoded" without a payload: rare, written by hand
-                        counts.note(status)
-                    yield RawEvent(ln.guid, ln.provider, name, ln.id, ln.opcode, ln.version, ln.ts, ln.pid,
-                                   ln.tid, ln.cpu, fields, status, None)  # fmt: skip
+                    if ev.status is not _OK:  # "undecoded" without a payload: rare, written by hand
+                        counts.note(ev.status)
+                    yield ev
                 lineno += block.count(b"\n") + (block[-1:] != b"\n")
                 block = next(self._blocks, b"")
         except (zstandard.ZstdError, OSError, EOFError) as exc:
@@ -317,13 +297,14 @@ class RecordingReader:
             self._close()
 
     @staticmethod
-    def _decode_block(block: bytes) -> list[_Line] | None:
-        """Every line of ``block`` as a ``_Line``; None when one of them needs the lenient path."""
+    def _decode_block(block: bytes) -> list[RawEvent] | None:
+        """Every line of ``block`` as a RawEvent (name not set yet); None when one of them needs the
+        lenient path."""
         if b'"payload"' in block:  # hex payloads (status not ok) are only read leniently
             return None
         try:
             return _decode_lines(block)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, ValueError):  # ValueError: bytes that are not UTF-8
             return None
 
     def _lenient_block(self, block: bytes, lineno: int) -> Iterator[RawEvent]:
@@ -348,8 +329,21 @@ class RecordingReader:
                 self._types.restore_fields(restore, fields)
             status = _OK if "status" not in d else DecodeStatus(d["status"])
             payload = None if status is _OK else bytes.fromhex(d["payload"])
-            ev = RawEvent(guid, d["provider"], name, ident, opcode, version, parse_time(d["ts"]),
-                          int(d["pid"]), int(d["tid"]), int(d["cpu"]), fields, status, payload)  # fmt: skip
+            ev = RawEvent(
+                guid=guid,
+                provider=d["provider"],
+                name=name,
+                id=ident,
+                opcode=opcode,
+                version=version,
+                ts=parse_time(d["ts"]),
+                pid=int(d["pid"]),
+                tid=int(d["tid"]),
+                cpu=int(d["cpu"]),
+                fields=fields,
+                status=status,
+                payload=payload,
+            )
         except (ValueError, KeyError, TypeError, AttributeError, msgspec.DecodeError) as exc:
             self.damage.append(SourceDamage(str(self.path), f"line {lineno}", f"not a valid event: {exc}"))
             return None

@@ -118,7 +118,7 @@ def test_inspect_the_real_etl() -> None:
 
 def test_a_cut_etl_keeps_what_came_before_and_exits_3(tmp_path: Path) -> None:
     cut = tmp_path / "cut.etl"
-    cut.write_bytes(ETL.read_bytes()[: 2_000_000])
+    cut.write_bytes(ETL.read_bytes()[:2_000_000])
     r = run("inspect", str(cut), "--json")
     assert r.returncode == 3
     doc = json.loads(r.stdout)

@@ -58,7 +58,19 @@ def make() -> tuple[FakeEtw, Clock, list[dict[str, Any]], Watchdog]:
 
 def tracing_event(name: str, event_id: int, fields: dict[str, Any]) -> RawEvent:
     guid = "b675ec37-bdb6-4648-bc92-f3fdc74d3ca2"
-    return RawEvent(guid, EVENT_TRACING, name, event_id, None, 0, T0, 4242, 1, 0, fields)
+    return RawEvent(
+        guid=guid,
+        provider=EVENT_TRACING,
+        name=name,
+        id=event_id,
+        opcode=None,
+        version=0,
+        ts=T0,
+        pid=4242,
+        tid=1,
+        cpu=0,
+        fields=fields,
+    )
 
 
 def test_no_loss_no_alert() -> None:

@@ -200,3 +200,30 @@ def test_a_sink_set_iterates_its_sinks(tmp_path: Path) -> None:
     sinks = open_sinks(["stdout", f"file:{tmp_path / 'a.ndjson'}"])
     assert [s.name for s in sinks] == ["stdout", f"file:{tmp_path / 'a.ndjson'}"] and len(sinks) == 2
     sinks.close()
+
+
+def test_alert_json_is_compact_and_ascii_escaped_only_when_asked() -> None:
+    from datetime import UTC, datetime
+
+    from etwsensor.sinks.base import alert_json
+
+    alert = make_alert(3)
+    path = "C:\\Users\\jürgen\\AppData\\键盘.exe"
+    alert["row"] = {"FolderPath": path, "Note": "tab\tnul\x00 \u2028", "N": 7}
+    alert["extra"] = datetime(2026, 11, 28, 1, 2, 3, tzinfo=UTC)  # not JSON-ready: still written, as text
+    utf8 = alert_json(alert, ascii_only=False)
+    ascii_only = alert_json(alert)
+    assert "jürgen\\\\AppData\\\\键盘.exe".encode() in utf8
+    assert ascii_only.isascii() and b"j\\u00fcrgen" in ascii_only
+    for line in (utf8, ascii_only):
+        assert b"\n" not in line
+        back = json.loads(line)
+        assert back["row"] == alert["row"]
+        assert back["extra"].startswith("2026-11-28T01:02:03")
+    plain = dict(alert, extra="x")  # JSON-ready alerts: the same bytes as the stdlib writes
+    compact = (",", ":")
+    assert (
+        alert_json(plain, ascii_only=False)
+        == json.dumps(plain, ensure_ascii=False, separators=compact).encode()
+    )
+    assert alert_json(plain) == json.dumps(plain, separators=compact).encode()

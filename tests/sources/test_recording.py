@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import random
 import string
@@ -37,17 +38,17 @@ HEADER = RecordingHeader(
 def events() -> list[RawEvent]:
     return [
         RawEvent(
-            KPROC,
-            "Microsoft-Windows-Kernel-Process",
-            "ProcessStart",
-            1,
-            None,
-            3,
-            T0,
-            4,
-            8,
-            0,
-            {
+            guid=KPROC,
+            provider="Microsoft-Windows-Kernel-Process",
+            name="ProcessStart",
+            id=1,
+            opcode=None,
+            version=3,
+            ts=T0,
+            pid=4,
+            tid=8,
+            cpu=0,
+            fields={
                 "ProcessID": 7040,
                 "ProcessSequenceNumber": 1234,
                 "CreateTime": T0,
@@ -66,17 +67,17 @@ def events() -> list[RawEvent]:
             },
         ),
         RawEvent(
-            PROC,
-            "Process",
-            "Start",
-            None,
-            1,
-            4,
-            T0,
-            4,
-            8,
-            1,
-            {
+            guid=PROC,
+            provider="Process",
+            name="Start",
+            id=None,
+            opcode=1,
+            version=4,
+            ts=T0,
+            pid=4,
+            tid=8,
+            cpu=1,
+            fields={
                 "UniqueProcessKey": 0xFFFFE0000AA1C080,
                 "ProcessId": 7040,
                 "ParentId": 812,
@@ -92,17 +93,17 @@ def events() -> list[RawEvent]:
             },
         ),
         RawEvent(
-            KREG,
-            "Microsoft-Windows-Kernel-Registry",
-            "SetValueKey",
-            5,
-            None,
-            0,
-            T0,
-            7040,
-            9,
-            0,
-            {
+            guid=KREG,
+            provider="Microsoft-Windows-Kernel-Registry",
+            name="SetValueKey",
+            id=5,
+            opcode=None,
+            version=0,
+            ts=T0,
+            pid=7040,
+            tid=9,
+            cpu=0,
+            fields={
                 "KeyObject": 0xFFFF8001,
                 "Status": 0,
                 "Type": 2,
@@ -117,7 +118,21 @@ def events() -> list[RawEvent]:
                 "PreviousData": b"",
             },
         ),
-        RawEvent(PROC, "Process", "Start", None, 1, 9, T0, 4, 8, 1, {}, DecodeStatus.UNDECODED, b"\x01\x02"),
+        RawEvent(
+            guid=PROC,
+            provider="Process",
+            name="Start",
+            id=None,
+            opcode=1,
+            version=9,
+            ts=T0,
+            pid=4,
+            tid=8,
+            cpu=1,
+            fields={},
+            status=DecodeStatus.UNDECODED,
+            payload=b"\x01\x02",
+        ),
     ]
 
 
@@ -224,3 +239,71 @@ def test_published_schemas_are_current() -> None:
     for name, schema in published_schemas().items():
         on_disk = json.loads((docs / name).read_text(encoding="utf-8"))
         assert on_disk == schema, f"docs/{name} is stale: run scripts/gen_schemas.py"
+
+
+# --- the block decoder: lines are decoded ~256 KB at a time, damaged blocks line by line -------------
+
+
+def _many(n: int) -> list[RawEvent]:
+    out = []
+    for i in range(n):
+        ev = copy.deepcopy(events()[i % 3])  # the three OK events; the raw-payload one is added apart
+        ev.fields = {**ev.fields, "Seq": i}
+        out.append(ev)
+    return out
+
+
+@pytest.mark.parametrize("name", ["big.jsonl", "big.jsonl.zst"])
+def test_damage_deep_in_a_long_recording_keeps_its_line_number_and_the_rest(
+    tmp_path: Path, name: str
+) -> None:
+    good = _many(6000)  # ~2.5 MB of lines: many blocks
+    path = tmp_path / "plain.jsonl"
+    write_recording(path, HEADER, good)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    lines.insert(4500, '{"guid": "x", "provider": ')  # line 4501: cut JSON, deep in a later block
+    # line 5201: a second copy of event 5198 (line 5201 before the insert) with a time without a zone,
+    # which the lenient path reads as UTC; line 5202: not JSON
+    lines.insert(5200, lines[5200].replace("Z", "", 1))
+    lines.insert(5201, lines[5202].replace('"pid":', '"pid":"x",', 1))
+    text = ("\n".join(lines) + "\n").encode()
+    target = tmp_path / name
+    target.write_bytes(zstandard.ZstdCompressor().compress(text) if name.endswith(".zst") else text)
+    reader = RecordingReader(target)
+    got = list(reader.events())
+    assert [d.where for d in reader.damage] == ["line 4501", "line 5202"]
+    assert got == [*good[:5199], good[5198], *good[5199:]]
+    assert reader.stats.totals()["events"] == len(good) + 1
+
+
+def test_a_raw_payload_line_in_a_long_recording(tmp_path: Path) -> None:
+    undecoded = events()[3]
+    many = _many(3000)
+    many.insert(1700, undecoded)
+    path = tmp_path / "r.jsonl.zst"
+    write_recording(path, HEADER, many)
+    reader = RecordingReader(path)
+    assert list(reader.events()) == many
+    assert reader.damage == []
+    assert reader.stats.totals()["undecoded"] == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    data=st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=40).map(
+        lambda ls: b"\n".join(ls)
+    ),
+    size=st.integers(min_value=1, max_value=64),
+    cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=6),
+)
+def test_whole_lines_recuts_without_losing_or_splitting_a_line(
+    data: bytes, size: int, cuts: list[int]
+) -> None:
+    from etwsensor.sources.recording import _whole_lines
+
+    points = sorted({c for c in cuts if c < len(data)} | {0, len(data)})
+    chunks = [data[a:b] for a, b in itertools.pairwise(points)]
+    pieces = list(_whole_lines(iter(chunks), size))
+    assert b"".join(pieces) == data
+    assert all(p.endswith(b"\n") for p in pieces[:-1])
+    assert all(p for p in pieces)

@@ -98,8 +98,21 @@ class DeviceMapWatch:
             if self.known.get(device) != drive:
                 self.known[device] = drive
                 fields = {"NtPath": device + "\\", "DosPath": drive + "\\"}
-                out.append(RawEvent(SYSTEM_CONFIG_EX, "SystemConfigEx", "VolumeMapping", None, 35, 0, now,
-                                    0, 0, 0, fields))  # fmt: skip
+                out.append(
+                    RawEvent(
+                        guid=SYSTEM_CONFIG_EX,
+                        provider="SystemConfigEx",
+                        name="VolumeMapping",
+                        id=None,
+                        opcode=35,
+                        version=0,
+                        ts=now,
+                        pid=0,
+                        tid=0,
+                        cpu=0,
+                        fields=fields,
+                    )
+                )
         return out
 
 
