@@ -338,6 +338,9 @@ def _print_summary(doc: dict[str, Any], as_json: bool, rule_names: dict[str, str
         return
     rows = ", ".join(f"{t} {n:,}" for t, n in doc["rows"].items()) or "none"
     say(f"replayed {len(doc['inputs'])} input(s): {doc['events']:,} events; rows: {rows}")
+    if doc["rows_skipped"]:
+        skipped = ", ".join(f"{t} {n:,}" for t, n in doc["rows_skipped"].items())
+        say(f"  of which counted but not built, as no loaded rule can match them: {skipped}")
     say(
         f"alerts: {doc['alerts']:,} (suppressed {sum(doc['suppressed_by_rule'].values()):,}, "
         f"allowlisted {sum(doc['allowlisted_by_rule'].values()):,})"

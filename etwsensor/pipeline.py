@@ -8,7 +8,7 @@ recording replays to the same alerts whenever it is replayed.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from etwsensor.alerts.allowlist import Allowlist
 from etwsensor.alerts.model import build_alert
 from etwsensor.alerts.suppress import SuppressionPolicy, Suppressor
-from etwsensor.rules import RuleSet
+from etwsensor.rules import RowGate, RuleSet
 
 AlertDict = dict[str, Any]
 _NO_ALERTS: list[AlertDict] = []
@@ -73,6 +73,7 @@ class ReplaySummary:
     events: int = 0
     rows: Counter[str] = field(default_factory=Counter)
     rows_by_action: dict[str, Counter[str]] = field(default_factory=dict)
+    rows_skipped: Counter[str] = field(default_factory=Counter)  # counted in rows, never built
     alerts: Counter[str] = field(default_factory=Counter)
     matched: Counter[str] = field(default_factory=Counter)
     suppressed: Counter[str] = field(default_factory=Counter)
@@ -90,6 +91,7 @@ class ReplaySummary:
             "events": self.events,
             "rows": dict(self.rows),
             "rows_by_action": {t: dict(c) for t, c in self.rows_by_action.items()},
+            "rows_skipped": dict(self.rows_skipped),
             "alerts": sum(self.alerts.values()),
             "alerts_by_rule": dict(self.alerts),
             "matched_by_rule": dict(self.matched),
@@ -108,16 +110,18 @@ Progress = Callable[[int, int, int], None]  # events, rows, alerts so far
 TableRow = tuple[str, dict[str, Any]]
 
 
-def _add_row_counts(summary: ReplaySummary, counts: dict[str, dict[str, int]]) -> None:
+def add_row_counts(summary: ReplaySummary, counts: dict[str, dict[str, int]]) -> None:
+    """Rows per table and ActionType (the normalizer's or a row file's counts) into the summary."""
     for table, actions in counts.items():
         summary.rows[table] += sum(actions.values())
         summary.rows_by_action.setdefault(table, Counter()).update(actions)
 
 
 def _row_batches(
-    path: Path, device_map: str | None, summary: ReplaySummary
-) -> Iterator[tuple[Sequence[TableRow], datetime | None]]:
-    """The rows of one input, in batches (the rows one event completes) with their event time;
+    path: Path, device_map: str | None, gates: Mapping[str, RowGate], summary: ReplaySummary
+) -> Iterator[tuple[Sequence[TableRow], datetime | None, int]]:
+    """The rows of one input, in batches (the rows one event completes) with their event time and
+    the rows made so far in this input (built or skipped by a gate: the count the summary shows);
     events that complete no row yield nothing. Fills the input's counts into the summary at the end."""
     from etwsensor.normalize import Normalizer, is_row_file
     from etwsensor.sources import open_source
@@ -127,33 +131,35 @@ def _row_batches(
 
         rows = read_row_file(path)
         counts: dict[str, dict[str, int]] = {}
-        for table, row in rows:
+        for made, (table, row) in enumerate(rows, start=1):
             summary.events += 1
             actions = counts.setdefault(table, {})
             action = str(row.get("ActionType"))
             actions[action] = actions.get(action, 0) + 1
             ts = row.get("Timestamp")
-            yield ((table, row),), ts if isinstance(ts, datetime) else None
-        _add_row_counts(summary, counts)
+            yield ((table, row),), ts if isinstance(ts, datetime) else None, made
+        add_row_counts(summary, counts)
         if rows.bad:
             summary.damage.append(f"{path}: {rows.bad} bad line(s) skipped")
         return
     source = open_source(path)
-    normalizer = Normalizer(source.header, device_map=device_map)
+    normalizer = Normalizer(source.header, device_map=device_map, gates=gates)
     process = normalizer.process
+    rows_sink = normalizer.sink  # its report_id counts every row made, built or skipped
     for event in source.events():
         summary.events += 1
         batch = process(event)
         if batch:
-            yield batch, event.ts
+            yield batch, event.ts, rows_sink.report_id
     batch = normalizer.flush()
     if batch:
-        yield batch, None
+        yield batch, None, rows_sink.report_id
     totals = source.stats.totals()
     summary.decode_errors += totals["decode_errors"]
     summary.undecoded += totals["undecoded"]
-    _add_row_counts(summary, normalizer.sink.counts)
+    add_row_counts(summary, normalizer.sink.counts)
     summary.unresolved.update(normalizer.sink.unresolved)
+    summary.rows_skipped.update(normalizer.sink.skipped)
     summary.damage.extend(str(d) for d in source.damage)
 
 
@@ -171,7 +177,8 @@ def replay(
     summary = ReplaySummary()
     sink_list = list(sinks)
     on_row = detector.on_row
-    rows_seen = 0
+    gates = detector.ruleset.row_gates()  # rows no rule can match are counted, not built
+    rows_before = 0  # rows made by the inputs already replayed
     alerts_sent = 0
     next_progress = 0
     for path in paths:
@@ -179,7 +186,7 @@ def replay(
         detector.source = str(path)
         clock: datetime | None = now  # per input: each file is its own stream
         try:
-            for batch, ts in _row_batches(path, device_map, summary):
+            for batch, ts, made in _row_batches(path, device_map, gates, summary):
                 if now is None and ts is not None and (clock is None or ts > clock):
                     clock = ts
                 for table, row in batch:
@@ -187,14 +194,15 @@ def replay(
                         alerts_sent += 1
                         for sink in sink_list:
                             sink.send(alert)
-                rows_seen += len(batch)
-                if progress is not None and rows_seen >= next_progress:
-                    progress(summary.events, rows_seen, alerts_sent)
-                    next_progress = rows_seen + 2048
+                rows_made = rows_before + made
+                if progress is not None and rows_made >= next_progress:
+                    progress(summary.events, rows_made, alerts_sent)
+                    next_progress = rows_made + 2048
         except SourceOpenError as exc:  # not a trace at all: reported as damage, the other inputs still run
             summary.damage.append(str(exc))
+        rows_before = summary.rows.total()
     if progress is not None:
-        progress(summary.events, rows_seen, alerts_sent)
+        progress(summary.events, summary.rows.total(), alerts_sent)
     summary.alerts = detector.alerts
     summary.matched = detector.matched
     summary.suppressed = detector.suppressor.suppressed

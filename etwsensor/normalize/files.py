@@ -19,6 +19,7 @@ has not (and always feeds the caches).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,10 +27,14 @@ from typing import Any
 from etwsensor.events import RawEvent
 from etwsensor.normalize.cache import BoundedCache
 from etwsensor.normalize.paths import PathResolver, file_name_of
-from etwsensor.normalize.processes import ProcessTracker
-from etwsensor.normalize.rows import Handlers, Row, RowSink, path_unresolved
+from etwsensor.normalize.processes import INITIATING_COLUMNS, ProcessTracker
+from etwsensor.normalize.rows import Handlers, Row, RowGate, RowSink, path_unresolved, usable_gate
 
 FILE_TABLE = "DeviceFileEvents"
+# What a file row has before it is built: enough to ask the rules' gate.
+_GATE_COLUMNS = INITIATING_COLUMNS | {
+    "FileName", "FolderPath", "ActionType", "PreviousFileName", "PreviousFolderPath",
+}  # fmt: skip
 KERNEL_FILE = "Microsoft-Windows-Kernel-File"
 
 # CreateOptions >> 24 (CORRECTIONS §5): SUPERSEDE 0, OPEN 1, CREATE 2, OPEN_IF 3, OVERWRITE 4, OVERWRITE_IF 5
@@ -67,10 +72,12 @@ class FileTracker:
         max_objects: int = 65536,
         max_names: int = 65536,
         max_pending: int = 8192,
+        gates: Mapping[str, RowGate] | None = None,
     ) -> None:
         self._sink = sink
         self._paths = paths
         self._processes = processes
+        self._gate = usable_gate(gates, FILE_TABLE, _GATE_COLUMNS)
         self.objects: BoundedCache[int, OpenFile] = BoundedCache("file_objects", max_objects)
         self.names: BoundedCache[int, str] = BoundedCache("file_keys", max_names)
         self.pending: BoundedCache[int, _PendingCreate] = BoundedCache("file_pending_creates", max_pending)
@@ -120,12 +127,18 @@ class FileTracker:
     def _emit(self, action: str, ts: datetime, pid: int, nt_path: str, row: Row | None = None) -> None:
         path = self._paths.to_dos(nt_path)
         proc = self._processes.get(pid)
-        out: Row = dict(proc.initiating()) if proc is not None else {"InitiatingProcessId": pid}
-        out["FileName"] = file_name_of(path)
-        out["FolderPath"] = path
+        initiating = proc.initiating() if proc is not None else {"InitiatingProcessId": pid}
+        unresolved = proc is None or path_unresolved(path)
+        own: Row = {"FileName": file_name_of(path), "FolderPath": path}
         if row:
-            out.update(row)
-        self._sink.emit(FILE_TABLE, action, ts, out, proc is None or path_unresolved(path))
+            own.update(row)
+        gate = self._gate
+        if gate is not None and not gate.might_match({**own, "ActionType": action}, initiating):
+            self._sink.skip(FILE_TABLE, action, unresolved)
+            return
+        out: Row = dict(initiating)
+        out.update(own)
+        self._sink.emit(FILE_TABLE, action, ts, out, unresolved)
 
     def _emit_created(self, waiting: _PendingCreate) -> None:
         self._emit("FileCreated", waiting.ts, waiting.pid, waiting.path)

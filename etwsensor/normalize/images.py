@@ -7,23 +7,33 @@ only tells the process table where each process's image lives.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from etwsensor.events import RawEvent
 from etwsensor.normalize.cache import BoundedCache
 from etwsensor.normalize.paths import PathResolver
-from etwsensor.normalize.processes import ProcessTracker
-from etwsensor.normalize.rows import Handlers, Row, RowSink, path_unresolved
+from etwsensor.normalize.processes import INITIATING_COLUMNS, ProcessTracker
+from etwsensor.normalize.rows import Handlers, Row, RowGate, RowSink, path_unresolved, usable_gate
 
 IMAGE_TABLE = "DeviceImageLoadEvents"
 _CLASSIC, _MANIFEST = "classic", "manifest"
+# What an image-load row has before it is built: enough to ask the rules' gate.
+_GATE_COLUMNS = INITIATING_COLUMNS | {"FileName", "FolderPath", "ActionType"}
 
 
 class ImageTracker:
     def __init__(
-        self, sink: RowSink, paths: PathResolver, processes: ProcessTracker, max_loaded: int = 8192
+        self,
+        sink: RowSink,
+        paths: PathResolver,
+        processes: ProcessTracker,
+        max_loaded: int = 8192,
+        gates: Mapping[str, RowGate] | None = None,
     ) -> None:
         self._sink = sink
         self._paths = paths
         self._processes = processes
+        self._gate = usable_gate(gates, IMAGE_TABLE, _GATE_COLUMNS)
         # (pid, ImageBase) → which provider reported the load; for the classic/manifest de-duplication
         self.loaded: BoundedCache[tuple[int, int], str] = BoundedCache("image_loads", max_loaded)
 
@@ -64,7 +74,16 @@ class ImageTracker:
             return
         path = self._paths.to_dos(nt_path)
         proc = self._processes.image_loaded(pid, path)
-        row: Row = dict(proc.initiating()) if proc is not None else {"InitiatingProcessId": pid}
-        row["FileName"] = path[path.rfind("\\") + 1 :]  # file_name_of, inline: the busiest row kind
+        initiating = proc.initiating() if proc is not None else {"InitiatingProcessId": pid}
+        name = path[path.rfind("\\") + 1 :]  # file_name_of, inline: the busiest row kind
+        unresolved = proc is None or path_unresolved(path)
+        gate = self._gate
+        if gate is not None and not gate.might_match(
+            {"FileName": name, "FolderPath": path, "ActionType": "ImageLoaded"}, initiating
+        ):
+            self._sink.skip(IMAGE_TABLE, "ImageLoaded", unresolved)
+            return
+        row: Row = dict(initiating)
+        row["FileName"] = name
         row["FolderPath"] = path
-        self._sink.emit(IMAGE_TABLE, "ImageLoaded", ev.ts, row, proc is None or path_unresolved(path))
+        self._sink.emit(IMAGE_TABLE, "ImageLoaded", ev.ts, row, unresolved)

@@ -19,7 +19,7 @@ from etwsensor.normalize.images import ImageTracker
 from etwsensor.normalize.paths import PathResolver, parse_device_map
 from etwsensor.normalize.processes import ProcessTracker
 from etwsensor.normalize.registry import RegistryTracker
-from etwsensor.normalize.rows import Handlers, Row, RowSink
+from etwsensor.normalize.rows import Handlers, Row, RowGate, RowSink
 from etwsensor.sources.header import RecordingHeader
 
 TableRow = tuple[str, Row]
@@ -33,12 +33,17 @@ class Normalizer:
 
     ``device_map``: a ``--device-map`` string (``C:=\\Device\\HarddiskVolume3;…`` or a JSON file)
     or a {NT device: drive} mapping; it wins over the header and the trace's own records.
+
+    ``gates`` (``RuleSet.row_gates()``): when given, image-load and file rows that no loaded rule
+    can match are counted but not built (``stats()["skipped"]``); the pipeline passes them, the
+    ``normalize`` command does not.
     """
 
     def __init__(
         self,
         header: RecordingHeader | None = None,
         device_map: str | Mapping[str, str] | None = None,
+        gates: Mapping[str, RowGate] | None = None,
     ) -> None:
         header = header or RecordingHeader()
         pinned = parse_device_map(device_map) if isinstance(device_map, str) else device_map
@@ -47,9 +52,9 @@ class Normalizer:
         self.accounts = AccountResolver(header.sids)
         self.sink = RowSink(header.host.device_id, header.host.name)
         self.processes = ProcessTracker(self.sink, self.paths, self.accounts)
-        self.images = ImageTracker(self.sink, self.paths, self.processes)
+        self.images = ImageTracker(self.sink, self.paths, self.processes, gates=gates)
         self.registry = RegistryTracker(self.sink, self.processes)
-        self.files = FileTracker(self.sink, self.paths, self.processes)
+        self.files = FileTracker(self.sink, self.paths, self.processes, gates=gates)
         self._pending_starts = self.processes.pending  # the same dict: checked per event, cheaply
         self._handlers: Handlers = {
             **self.processes.handlers(),
@@ -123,6 +128,7 @@ class Normalizer:
             "events": self.events,
             "rows": {table: dict(actions) for table, actions in self.sink.counts.items()},
             "unresolved": dict(self.sink.unresolved),
+            "skipped": dict(self.sink.skipped),
             "decode_errors": self.decode_errors,
             "bad_events": self.bad_events,
             "unknown_devices": self.paths.unknown_devices,

@@ -22,6 +22,14 @@ from etwsensor.normalize.rows import Handlers, Row, RowSink, path_unresolved
 
 MERGE_WINDOW = timedelta(milliseconds=100)
 PROCESS_TABLE = "DeviceProcessEvents"
+# The columns ``Process.initiating`` gives every row a process causes.
+INITIATING_COLUMNS = frozenset({
+    "InitiatingProcessAccountDomain", "InitiatingProcessAccountName", "InitiatingProcessAccountSid",
+    "InitiatingProcessIntegrityLevel", "InitiatingProcessTokenElevation", "InitiatingProcessFileName",
+    "InitiatingProcessId", "InitiatingProcessCommandLine", "InitiatingProcessCreationTime",
+    "InitiatingProcessFolderPath", "InitiatingProcessParentId", "InitiatingProcessParentFileName",
+    "InitiatingProcessParentCreationTime", "InitiatingProcessSessionId",
+})  # fmt: skip
 
 
 @dataclass(slots=True, eq=False)

@@ -6,6 +6,6 @@ the loaded rules need.
 """
 
 from etwsensor.rules.errors import RuleFailure
-from etwsensor.rules.ruleset import Match, Rule, RuleSet
+from etwsensor.rules.ruleset import Match, RowGate, Rule, RuleSet
 
-__all__ = ["Match", "Rule", "RuleFailure", "RuleSet"]
+__all__ = ["Match", "RowGate", "Rule", "RuleFailure", "RuleSet"]

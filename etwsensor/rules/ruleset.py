@@ -551,6 +551,28 @@ class _TableDispatch:
             return set()
         return set().union(*found.values())
 
+    def selects_any(self, own: dict[str, Any], base: dict[str, Any] | None) -> bool:
+        """Whether any branch could match a row whose prefilter columns are in ``own``, else in
+        ``base`` (see ``RowGate``). Only the first needle group is consulted: a hit means "maybe"."""
+        if self.always:
+            return True
+        missed: list[tuple[int, Any]] | None = None
+        for pos, index in enumerate(self.columns):
+            column = index.column
+            value = own.get(column)
+            if value is None and base is not None:
+                value = base.get(column)
+            if not value:
+                continue
+            ids = index.memo.get(value) if type(value) is str else None
+            if ids is None:
+                if missed is None:
+                    missed = []
+                missed.append((pos, value))
+            elif ids:
+                return True
+        return missed is not None and bool(self._select(missed, {}))
+
     def candidates(
         self, row: dict[str, Any], cache: dict[str, str] | None = None
     ) -> list[tuple[Rule, Branch]]:
@@ -589,6 +611,24 @@ class _TableDispatch:
             else:
                 chosen.append(filtered[i])
         return chosen
+
+
+class RowGate:
+    """Whether a row of one table can match any loaded rule, decided on the table's prefilter
+    columns alone, so that the normalizer can ask before it builds the rest of a row and skip the
+    rows no rule can match (most image loads). Conservative: "maybe" whenever a first needle
+    group is hit; ``RuleSet.row_gates`` gives none for tables where every row must be evaluated.
+    """
+
+    __slots__ = ("_dispatch", "columns")
+
+    def __init__(self, columns: frozenset[str], dispatch: _TableDispatch | None) -> None:
+        self.columns = columns  # the row must supply these for the answer to hold
+        self._dispatch = dispatch  # None: no rule reads the table
+
+    def might_match(self, own: dict[str, Any], base: dict[str, Any] | None = None) -> bool:
+        """``own``: the row's own columns; ``base``: the columns it would copy (InitiatingProcess*)."""
+        return self._dispatch is not None and self._dispatch.selects_any(own, base)
 
 
 class RuleSet:
@@ -666,6 +706,18 @@ class RuleSet:
             for table in rule.tables:
                 out.setdefault(table, set()).update(rule.plan.columns_read.get(table, ()))
         return {t: frozenset(c) for t, c in out.items()}
+
+    def row_gates(self) -> dict[str, RowGate]:
+        """Per table, what may be asked before a row is built (``RowGate``); tables whose every row
+        must be evaluated (a branch without needles) are absent."""
+        gates: dict[str, RowGate] = {}
+        for table in TABLE_NAMES:
+            dispatch = self._dispatch.get(table)
+            if dispatch is None:
+                gates[table] = RowGate(frozenset(), None)
+            elif not dispatch.always:
+                gates[table] = RowGate(frozenset(c.column for c in dispatch.columns), dispatch)
+        return gates
 
     def get(self, rule_id: str) -> Rule | None:
         for rule in self.rules:

@@ -84,3 +84,27 @@ def test_prefilter_never_drops_a_match(
 )
 def test_regex_literal(pattern: str, literal: str | None) -> None:
     assert regex_literal(pattern) == literal
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_a_gate_that_says_no_means_no_match(
+    loaded: tuple[RuleSet, dict[str, list[str]], list[str]], data: st.DataObject
+) -> None:
+    """RowGate (asked before a row is built, on its own and its initiating-process columns) must
+    never say "no" to a row that some rule matches."""
+    rs, columns, literals = loaded
+    gates = rs.row_gates()
+    table = data.draw(st.sampled_from(sorted(columns)))
+    piece = st.one_of(st.sampled_from(literals), st.sampled_from(["", " ", "\\", "x", ".exe", "C:\\Users\\"]))
+    value = (
+        st.lists(piece, max_size=3).map("".join).flatmap(lambda s: st.sampled_from([s, s.lower(), s.upper()]))
+    )
+    row = data.draw(st.dictionaries(st.sampled_from(columns[table]), value, max_size=6))
+    gate = gates.get(table)
+    if gate is None:
+        return  # a table with a needle-less branch: every row is evaluated
+    own = {k: v for k, v in row.items() if not k.startswith("InitiatingProcess")}
+    base = {k: v for k, v in row.items() if k.startswith("InitiatingProcess")}
+    if not gate.might_match(own, base):
+        assert _brute_force(rs, table, row) == []

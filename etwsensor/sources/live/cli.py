@@ -158,7 +158,7 @@ def run_live(
     recorder = RecordingWriter(record, header) if record is not None else None
     records = RecordQueue(QUEUE_CAPACITY)
     decoder = Decoder()  # providers/, the tamper watch's Kernel-EventTracing included
-    normalizer = Normalizer(header, device_map=settings.device_map)
+    normalizer = Normalizer(header, device_map=settings.device_map, gates=ruleset.row_gates())
     loop = LiveLoop(records, decoder, normalizer, detector, [sinks], recorder)
     sessions = make_sessions(plan, RecordCallback(records))
     host_ids = (header.host.name, header.host.device_id)

@@ -8,7 +8,6 @@ end), so a recording made with ``--record`` replays to the same alerts.
 from __future__ import annotations
 
 import threading
-from collections import Counter
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 from etwsensor.decode.decoder import Decoder
 from etwsensor.events import RawEvent, RawRecord
 from etwsensor.normalize import Normalizer
-from etwsensor.pipeline import AlertSink, Detector, ReplaySummary
+from etwsensor.pipeline import AlertSink, Detector, ReplaySummary, add_row_counts
 from etwsensor.sources.live.callback import RecordQueue
 from etwsensor.sources.live.health import EVENT_TRACING, Watchdog
 from etwsensor.sources.recording import RecordingWriter
@@ -87,9 +86,6 @@ class LiveLoop:
                 self._row(table, row, self.clock)
 
     def _row(self, table: str, row: dict[str, Any], clock: datetime | None) -> None:
-        s = self.summary
-        s.rows[table] += 1
-        s.rows_by_action.setdefault(table, Counter())[str(row.get("ActionType"))] += 1
         for alert in self.detector.on_row(table, row, clock):
             self.send(alert)
 
@@ -111,7 +107,9 @@ class LiveLoop:
         totals = self.decoder.stats.totals()
         s.decode_errors = totals["decode_errors"]
         s.undecoded = totals["undecoded"]
-        s.unresolved.update(self.normalizer.stats().get("unresolved", {}))
+        add_row_counts(s, self.normalizer.sink.counts)  # rows the gates skipped included
+        s.rows_skipped.update(self.normalizer.sink.skipped)
+        s.unresolved.update(self.normalizer.sink.unresolved)
         d = self.detector
         s.alerts, s.matched = d.alerts, d.matched
         s.suppressed, s.allowlisted = d.suppressor.suppressed, d.allowlist.silenced
