@@ -253,23 +253,16 @@ class Decoder:
         except (struct.error, t.DecodeFailure, ValueError, OverflowError):
             counter.decode_errors += 1
             return _raw(plan, rec, DecodeStatus.ERROR)
-        return RawEvent(
-            guid=rec.guid,
-            provider=plan.provider,
-            name=plan.name,
-            id=plan.id,
-            opcode=plan.opcode,
-            version=rec.version,
-            ts=rec.ts,
-            pid=rec.pid,
-            tid=rec.tid,
-            cpu=rec.cpu,
-            fields=out,
-        )
+        return _event(plan, rec, out)
 
 
-def _raw(plan: _Plan, rec: RawRecord, status: DecodeStatus) -> RawEvent:
-    """A record we know but could not decode: kept with its raw payload."""
+def _event(
+    plan: _Plan,
+    rec: RawRecord,
+    fields: dict[str, Any],
+    status: DecodeStatus = DecodeStatus.OK,
+    payload: bytes | None = None,
+) -> RawEvent:
     return RawEvent(
         guid=rec.guid,
         provider=plan.provider,
@@ -281,7 +274,12 @@ def _raw(plan: _Plan, rec: RawRecord, status: DecodeStatus) -> RawEvent:
         pid=rec.pid,
         tid=rec.tid,
         cpu=rec.cpu,
-        fields={},
+        fields=fields,
         status=status,
-        payload=rec.payload,
+        payload=payload,
     )
+
+
+def _raw(plan: _Plan, rec: RawRecord, status: DecodeStatus) -> RawEvent:
+    """A record we know but could not decode: kept with its raw payload."""
+    return _event(plan, rec, {}, status, rec.payload)

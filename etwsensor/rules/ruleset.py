@@ -551,40 +551,18 @@ class _TableDispatch:
             return set()
         return set().union(*found.values())
 
-    def selects_any(self, own: dict[str, Any], base: dict[str, Any] | None) -> bool:
-        """Whether any branch could match a row whose prefilter columns are in ``own``, else in
-        ``base`` (see ``RowGate``). Only the first needle group is consulted: a hit means "maybe"."""
-        if self.always:
-            return True
+    def _first_group(
+        self, row: dict[str, Any], base: dict[str, Any] | None, cache: dict[str, str]
+    ) -> set[int] | None:
+        """The branches whose first needle group ``row`` hits (a column missing from ``row`` is
+        looked up in ``base``); None for none. Most rows hit nothing and allocate nothing."""
+        hit: set[int] | None = None
         missed: list[tuple[int, Any]] | None = None
         for pos, index in enumerate(self.columns):
             column = index.column
-            value = own.get(column)
+            value = row.get(column)
             if value is None and base is not None:
                 value = base.get(column)
-            if not value:
-                continue
-            ids = index.memo.get(value) if type(value) is str else None
-            if ids is None:
-                if missed is None:
-                    missed = []
-                missed.append((pos, value))
-            elif ids:
-                return True
-        return missed is not None and bool(self._select(missed, {}))
-
-    def candidates(
-        self, row: dict[str, Any], cache: dict[str, str] | None = None
-    ) -> list[tuple[Rule, Branch]]:
-        """The branches that may match ``row``; ``cache`` holds its lower-cased column texts."""
-        if cache is None:
-            cache = {}
-        # Most rows hit no needle: nothing is allocated for them.
-        hit: set[int] | None = None
-        missed: list[tuple[int, Any]] | None = None
-        get = row.get
-        for pos, index in enumerate(self.columns):
-            value = get(index.column)
             if not value:
                 continue
             ids = index.memo.get(value) if type(value) is str else None
@@ -600,6 +578,20 @@ class _TableDispatch:
             selected = self._select(missed, cache)
             if selected:
                 hit = selected if hit is None else hit | selected
+        return hit
+
+    def selects_any(self, own: dict[str, Any], base: dict[str, Any] | None) -> bool:
+        """Whether any branch could match a row whose prefilter columns are in ``own``, else in
+        ``base`` (see ``RowGate``). Only the first needle group is consulted: a hit means "maybe"."""
+        return bool(self.always) or self._first_group(own, base, {}) is not None
+
+    def candidates(
+        self, row: dict[str, Any], cache: dict[str, str] | None = None
+    ) -> list[tuple[Rule, Branch]]:
+        """The branches that may match ``row``; ``cache`` holds its lower-cased column texts."""
+        if cache is None:
+            cache = {}
+        hit = self._first_group(row, None, cache)
         if not hit:
             return self.always
         more, filtered = self.more, self.filtered
