@@ -126,6 +126,8 @@ def scaled_demo(path: Path, events: int) -> dict[str, int]:
 
 
 def bench_replay(events: int, repeat: int) -> dict[str, object]:
+    from bench_rules import calibration_ns
+
     from etwsensor.normalize import Normalizer
     from etwsensor.pipeline import Detector, replay
     from etwsensor.rules import RuleSet
@@ -137,9 +139,11 @@ def bench_replay(events: int, repeat: int) -> dict[str, object]:
     ruleset, _ = RuleSet.load([], builtin=True)
     alerts_file = ROOT / "bench-data" / "replay-alerts.ndjson"
     alerts: list[int] = []
+    calibration: list[float] = []
 
     def run() -> int:
         """Throughput: exactly what `etwsensor replay FILE --sink file:…` runs."""
+        calibration.append(calibration_ns())  # how fast the machine is just now: it is shared
         sink = open_sink(f"file:{alerts_file}")
         summary = replay([path], Detector(ruleset, str(path)), [sink])
         sink.close()
@@ -173,6 +177,7 @@ def bench_replay(events: int, repeat: int) -> dict[str, object]:
         "seconds": round(secs, 2),
         "events_per_s": round(n / secs),
         "events_per_s_each_run": [round(n / t) for t in times],
+        "calibration_ns_each_run": [round(c) for c in calibration],
         "alerts": alerts[-1],
         "alert_latency_ms_p50": round(lat[len(lat) // 2] * 1000, 3) if lat else None,
         "alert_latency_ms_p99": round(lat[int(len(lat) * 0.99)] * 1000, 3) if lat else None,
