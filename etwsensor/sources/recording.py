@@ -8,6 +8,7 @@ are counted and skipped with their line number. See docs/recording-format.md.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -270,9 +271,10 @@ class RecordingReader:
     def events(self) -> Iterator[RawEvent]:
         lineno = 1  # the number of the last line read
         kinds, kind_of, restore_fields = self._kinds, self._kind, self._types.restore_fields
-        block = self._first
         try:
-            while block:
+            for block in itertools.chain((self._first,), self._blocks):
+                if not block:  # the first block may hold the header alone
+                    continue
                 events = self._decode_block(block)
                 if events is None:  # a damaged line or a raw payload in the block: line by line
                     yield from self._lenient_block(block, lineno)
@@ -290,7 +292,6 @@ class RecordingReader:
                         counts.note(ev.status)
                     yield ev
                 lineno += block.count(b"\n") + (block[-1:] != b"\n")
-                block = next(self._blocks, b"")
         except (zstandard.ZstdError, OSError, EOFError) as exc:
             self.damage.append(SourceDamage(str(self.path), f"line {lineno + 1}", f"stream broken: {exc}"))
         finally:

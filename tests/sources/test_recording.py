@@ -307,3 +307,15 @@ def test_whole_lines_recuts_without_losing_or_splitting_a_line(
     assert b"".join(pieces) == data
     assert all(p.endswith(b"\n") for p in pieces[:-1])
     assert all(p for p in pieces)
+
+
+@pytest.mark.parametrize("name", ["long.jsonl", "long.jsonl.zst"])
+def test_lines_longer_than_a_block_are_read(tmp_path: Path, name: str) -> None:
+    huge = copy.deepcopy(events()[1])
+    huge.fields["CommandLine"] = "x" * 600_000  # the first block then holds the header alone
+    many = [huge, *_many(10), huge]
+    path = tmp_path / name
+    write_recording(path, HEADER, many)
+    reader = RecordingReader(path)
+    assert list(reader.events()) == many
+    assert reader.damage == []
