@@ -172,7 +172,7 @@ class TruncatedStream(EOFError):
 
 
 _READ = 1 << 16  # compressed bytes per read: a well-compressed recording inflates ~100x
-_BLOCK = 1 << 18  # bytes of lines decoded per call: measured best of 64 KB … 4 MB
+_BLOCK = 1 << 18  # bytes of lines decoded per call: the best of 64 KB … 1 MB as measured
 
 
 def _whole_lines(blocks: Iterator[bytes], size: int = _BLOCK) -> Iterator[bytes]:
