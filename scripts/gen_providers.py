@@ -21,6 +21,9 @@ from pathlib import Path
 KERNEL_PROCESS_EVENTS = {1, 2, 5, 6, 15}
 KERNEL_FILE_EVENTS = set(range(10, 31))
 KERNEL_REGISTRY_EVENTS = set(range(1, 16))
+# The AuditApiCalls events behind DeviceEvents' keylogging ActionTypes, and no others (1000, SetWinEventHook,
+# shares the keyword but no table uses it).
+WIN32K_EVENTS = {1001, 1002, 1003}
 
 # Classic classes: opcode -> versions we decode (CORRECTIONS §4 lists the opcodes).
 CLASSIC_PROCESS = {1: None, 2: None, 3: None, 4: None, 11: None, 39: None}  # None: every version >= 2
@@ -72,6 +75,8 @@ KEYWORDS = {
         "DeleteKey": 0x4000,
         "QueryKey": 0x8000,
     },
+    # peers-and-etw-facts.md §4.11; the manifest dump names the keyword but not its value.
+    "Microsoft-Windows-Win32k": {"AuditApiCalls": 0x400},
 }
 # EVENT_TRACE_FLAG_* (evntrace.h): classic classes are enabled by these flags, not keywords.
 ENABLE_FLAGS = {
@@ -85,6 +90,7 @@ GUIDS = {
     "Microsoft-Windows-Kernel-Process": "22fb2cd6-0e7b-422b-a0c7-2fad1fd0e716",
     "Microsoft-Windows-Kernel-File": "edd08927-9cc4-4e65-b970-c2560fb5c289",
     "Microsoft-Windows-Kernel-Registry": "70eb4f03-c1de-4f73-a051-33d13d5413bd",
+    "Microsoft-Windows-Win32k": "8c416c79-d49b-4f01-a467-e56d3aa8234c",
     "Process": "3d6fa8d0-fe05-11d0-9dda-00c04fd7ba7c",
     "Image": "2cb15d1d-5fc1-11d2-abe1-00a0c911f518",
     "Registry": "ae53722e-c863-11d2-8659-00c04fa321a1",
@@ -103,6 +109,12 @@ POINTER_FIELDS = {
 ANSI_FIELDS = {"Process": {"ImageFileName"}}
 CLASSIC_TYPES = {"SInt8": "Int8", "SInt32": "Int32", "SInt64": "Int64", "String": "UnicodeString"}
 EVENT_NAME_FIXES = {"DletePath": "DeletePath"}
+# Manifest events the dump names only by task ("task_01001"): the API each one audits.
+MANIFEST_EVENT_NAMES = {
+    ("Microsoft-Windows-Win32k", 1001): "RegisterRawInputDevices",
+    ("Microsoft-Windows-Win32k", 1002): "SetWindowsHookEx",
+    ("Microsoft-Windows-Win32k", 1003): "GetAsyncKeyState",
+}
 
 
 @dataclass
@@ -150,7 +162,8 @@ def manifest_events(tsv: Path, provider: str, wanted: set[int]) -> list[Event]:
                 continue
             m = SIGNATURE.match(row["event(fields)"])
             assert m, row
-            name = re.sub(r"_V\d+$", "", m["name"]).removeprefix("task_0")
+            name = MANIFEST_EVENT_NAMES.get((provider, eid))
+            name = name or re.sub(r"_V\d+$", "", m["name"]).removeprefix("task_0")
             ev = events.setdefault(eid, Event(eid, name, row["keywords"].split()))
             ev.versions.append(Version(int(row["version"]), binary_counts(parse_fields(m["fields"]))))
     return [events[k] for k in sorted(events)]
@@ -256,6 +269,11 @@ def main() -> None:
             "Microsoft-Windows-Kernel-Registry",
             KERNEL_REGISTRY_EVENTS,
             "registry keys and values by KeyObject",
+        ),
+        (
+            "Microsoft-Windows-Win32k",
+            WIN32K_EVENTS,
+            "API audit events (keyword AuditApiCalls) behind DeviceEvents' keylogging rows",
         ),
     ]
     for name, wanted, what in manifests:

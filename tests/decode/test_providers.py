@@ -27,6 +27,10 @@ def tsv_rows(name: str) -> dict[tuple[str, int, int], tuple[str, list[tuple[str,
     return rows
 
 
+# Win32k's dump names its audit events only by task (task_01001...): the generator names them by API.
+TASK_NAMES = {1001: "RegisterRawInputDevices", 1002: "SetWindowsHookEx", 1003: "GetAsyncKeyState"}
+
+
 def by_name() -> dict[str, ProviderDef]:
     return {p.name: p for p in load_providers()}
 
@@ -43,6 +47,7 @@ def test_every_required_provider_is_defined() -> None:
         "FileIo": "90cbdc39-4a3e-11d1-84f4-0000f80464e3",
         "SystemConfigEx": "9b79ee91-b5fd-41c0-a243-4248e266e9d0",
         "Microsoft-Windows-Kernel-EventTracing": "b675ec37-bdb6-4648-bc92-f3fdc74d3ca2",
+        "Microsoft-Windows-Win32k": "8c416c79-d49b-4f01-a467-e56d3aa8234c",
     }
     assert {n: p.guid for n, p in provs.items()} == expected
 
@@ -54,6 +59,7 @@ def test_every_required_provider_is_defined() -> None:
         ("Microsoft-Windows-Kernel-File", set(range(10, 31))),
         ("Microsoft-Windows-Kernel-Registry", set(range(1, 16))),
         ("Microsoft-Windows-Kernel-EventTracing", {3, 11, 15, 41}),  # the tamper watch's events
+        ("Microsoft-Windows-Win32k", {1001, 1002, 1003}),  # DeviceEvents' API audit events, no others
     ],
 )
 def test_manifest_events_match_the_manifest_dump(provider: str, ids: set[int]) -> None:
@@ -65,7 +71,7 @@ def test_manifest_events_match_the_manifest_dump(provider: str, ids: set[int]) -
         assert [v.version for v in ev.versions] == tsv_versions, ev.name
         for vd in ev.versions:
             name, fields = rows[(provider, ev.key, vd.version)]
-            assert name.removeprefix("task_0").split("_V")[0] == ev.name
+            assert TASK_NAMES.get(ev.key, name.removeprefix("task_0").split("_V")[0]) == ev.name
             assert [f.name for f in vd.fields] == [n for n, _ in fields]
             for f, (_, tsv_type) in zip(vd.fields, fields, strict=True):
                 # The manifest dump names the wire type exactly, but for counted Binary.
@@ -167,3 +173,16 @@ def test_a_broken_provider_file_names_the_file(tmp_path: Path) -> None:
     )
     with pytest.raises(ProviderFileError, match="unknown field type 'Quux'"):
         load_provider_file(bad)
+
+
+def test_win32k_audit_events_are_enabled_by_the_audit_keyword_only() -> None:
+    p = by_name()["Microsoft-Windows-Win32k"]
+    assert p.keywords == {"AuditApiCalls": 0x400}
+    assert {e.name: e.keywords for e in p.events} == {
+        "RegisterRawInputDevices": ("AuditApiCalls",),
+        "SetWindowsHookEx": ("AuditApiCalls",),
+        "GetAsyncKeyState": ("AuditApiCalls",),
+    }
+    rows = tsv_rows("Microsoft-Windows-Win32k.tsv")
+    # The dump has many more Win32k events (and 1000, SetWinEventHook, on the same keyword): not decoded.
+    assert len({eid for (_, eid, _) in rows}) > 100 and ("Microsoft-Windows-Win32k", 1000, 0) in rows
