@@ -28,9 +28,11 @@ import re2
 import yaml
 from duckdb_kql import ir
 
-from etwsensor.rules.compiler import Branch, Clock, Plan, QueryCompiler, rebalance
 from etwsensor.rules.errors import CompileError, RuleFailure
 from etwsensor.rules.frontend import DUCKDB_KQL_VERSION, FrontEndError, locate, parse
+from etwsensor.rules.irnorm import rebalance
+from etwsensor.rules.plan import Branch, Clock, Plan
+from etwsensor.rules.query import QueryCompiler
 from etwsensor.rules.scalars import as_text, regex_tester
 from etwsensor.tables import TABLE_NAMES
 

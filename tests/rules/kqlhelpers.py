@@ -6,8 +6,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from etwsensor.rules.compiler import Clock, QueryCompiler
 from etwsensor.rules.frontend import parse
+from etwsensor.rules.plan import Clock
+from etwsensor.rules.query import QueryCompiler
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "kql"
 

@@ -18,8 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from etwsensor.rules.compiler import Clock, QueryCompiler
 from etwsensor.rules.frontend import parse
+from etwsensor.rules.plan import Clock
+from etwsensor.rules.query import QueryCompiler
 from etwsensor.tables import schema
 
 duckdb = pytest.importorskip("duckdb")

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from etwsensor.rules import RuleSet
-from etwsensor.rules.compiler import regex_literal
+from etwsensor.rules.prefilter import regex_literal
 from tests.rules.kqlhelpers import DATA
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from etwsensor.rules import RuleSet
-from etwsensor.rules.compiler import Clock
 from etwsensor.rules.frontend import FrontEndError
+from etwsensor.rules.plan import Clock
 from etwsensor.rules.ruleset import cache_dir, compile_rule
 from tests.rules.kqlhelpers import DATA, run_query
 
