@@ -269,6 +269,9 @@ def replay_command(
     rules: list[Path] = typer.Option([], "--rules", help="Rule files or folders (repeatable)."),
     no_builtin: bool = typer.Option(False, "--no-builtin", help="Do not load the built-in rule pack."),
     sink: list[str] = typer.Option([], "--sink", help="Sink URL (repeatable); default: stdout."),
+    alert_format: str | None = typer.Option(
+        None, "--format", help="Alert format: etwsensor, ecs or ocsf (per sink: URL#format=ecs)."
+    ),
     config: Path | None = typer.Option(None, "--config", help="TOML configuration file."),
     device_map: str | None = typer.Option(
         None, "--device-map", help='JSON file or "C:=\\Device\\HarddiskVolume3;…".'
@@ -295,7 +298,8 @@ def replay_command(
     )
     detector = Detector(ruleset, str(files[0]), Allowlist(settings.allowlist), suppressor)
     try:
-        sinks = open_sinks(sink or settings.output.sinks, settings.sink)
+        fmt = alert_format or settings.output.format
+        sinks = open_sinks(sink or settings.output.sinks, settings.sink, None, fmt)
     except SinkConfigError as exc:
         say(f"error: {exc}")
         raise typer.Exit(2) from exc

@@ -35,6 +35,7 @@ from pydantic_settings import (
 )
 
 from etwsensor.alerts.allowlist import AllowEntry
+from etwsensor.alerts.formats import AlertFormat
 from etwsensor.errors import validation_reason
 from etwsensor.sinks.config import SinkSettings
 
@@ -54,6 +55,9 @@ class OutputConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     sinks: list[str] = Field(default_factory=lambda: ["stdout"], description="sink URLs")
+    format: AlertFormat = Field(
+        default="etwsensor", description="format of sinks whose URL has no #format= (etwsensor|ecs|ocsf)"
+    )
 
 
 class RuleSuppression(BaseModel):

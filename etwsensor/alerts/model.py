@@ -16,6 +16,7 @@ from etwsensor import __version__
 
 SCHEMA_VERSION: Final = "1.0"
 Severity = Literal["informational", "low", "medium", "high"]
+ID_COLUMNS: Final = ("ReportId", "ProcessId", "InitiatingProcessId", "InitiatingProcessParentId")
 
 
 class AlertHost(BaseModel):
@@ -63,6 +64,12 @@ class Alert(BaseModel):
     reason: str | None = Field(description="The query's Reason column, when it projects one")
     table: str = Field(description="Defender table of the source row")
     row: dict[str, Any] = Field(description="The columns the query projects, with Defender names")
+    ids: dict[str, int | None] = Field(
+        default_factory=dict,
+        description="The source row's ReportId, ProcessId, InitiatingProcessId and "
+        "InitiatingProcessParentId, whatever the query projects: what ECS/OCSF formats and a join back "
+        "to the row need",
+    )
     sensor: AlertSensor
     suppressed_count: int = Field(
         0,
@@ -115,6 +122,7 @@ def build_alert(
         "reason": reason if isinstance(reason, str) else None,
         "table": table,
         "row": {k: json_value(v) for k, v in projected.items()},
+        "ids": {c: source_row.get(c) for c in ID_COLUMNS if c in source_row},
         "sensor": {"version": __version__, "source": sensor_source},
         "suppressed_count": suppressed_count,
     }

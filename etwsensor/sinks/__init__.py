@@ -18,6 +18,7 @@ from typing import Any
 from etwsensor.logging import get_logger
 from etwsensor.sinks.base import Sink, SpooledSink, Transport, empty_state
 from etwsensor.sinks.config import SinkSettings, default_spool_dir
+from etwsensor.sinks.formatted import split_format, with_format
 from etwsensor.sinks.http import HecTransport, WebhookTransport
 from etwsensor.sinks.local import FileSink, StdoutSink
 from etwsensor.sinks.spool import Spool, SpoolError
@@ -110,20 +111,24 @@ class SinkSet:
 
 
 def open_sinks(
-    urls: Iterable[str], settings: SinkSettings | None = None, spool_dir: Path | None = None
+    urls: Iterable[str],
+    settings: SinkSettings | None = None,
+    spool_dir: Path | None = None,
+    alert_format: str = "etwsensor",
 ) -> SinkSet:
-    """Open every sink or none: all URLs are checked first, and a sink that fails to open closes the rest."""
-    urls = list(urls) or ["stdout"]
+    """Open every sink or none: all URLs are checked first, and a sink that fails to open closes the rest.
+    Each URL may end in ``#format=ecs|ocsf|etwsensor``; ``alert_format`` is the default."""
+    specs = [split_format(url, alert_format) for url in (list(urls) or ["stdout"])]
     seen: set[str] = set()
-    for url in urls:
+    for url, _ in specs:
         key = parse_sink_url(url).url.strip()
         if key in seen:
             raise SinkConfigError(f"sink {redact(key)!r} is given twice")
         seen.add(key)
     opened: list[Sink] = []
     try:
-        for url in urls:
-            opened.append(open_sink(url, settings, spool_dir))
+        for url, fmt in specs:
+            opened.append(with_format(open_sink(url, settings, spool_dir), fmt))
     except SinkConfigError:
         SinkSet(opened).close()
         raise

@@ -24,6 +24,7 @@ import ssl
 from datetime import UTC, datetime
 from typing import Any
 
+from etwsensor.alerts.formats import envelope
 from etwsensor.sinks.base import ConnectionLost, DeliveryError, Outgoing, Transport
 from etwsensor.sinks.config import SYSLOG_FACILITIES, SinkSettings
 
@@ -58,14 +59,12 @@ def timestamp(value: Any) -> str:
 
 
 def format_message(item: Outgoing, facility: int, local_host: str, procid: int) -> bytes:
-    alert = item.alert
-    rule: dict[str, Any] = alert["rule"] if isinstance(alert.get("rule"), dict) else {}
-    host: dict[str, Any] = alert["host"] if isinstance(alert.get("host"), dict) else {}
-    severity = SYSLOG_SEVERITY.get(str(rule.get("severity", "")).lower(), SYSLOG_SEVERITY_UNKNOWN)
-    hostname = header_field(host.get("name"), 255)
+    facts = envelope(item.alert)  # etwsensor, ECS or OCSF document
+    severity = SYSLOG_SEVERITY.get(facts.severity.lower(), SYSLOG_SEVERITY_UNKNOWN)
+    hostname = header_field(facts.host, 255)
     header = "<%d>1 %s %s etwsensor %d %s - " % (  # noqa: UP031 - reads like the RFC's ABNF
-        facility * 8 + severity, timestamp(alert.get("detected_at")),
-        local_host if hostname == "-" else hostname, procid, msgid(rule.get("id")),
+        facility * 8 + severity, timestamp(facts.detected_at),
+        local_host if hostname == "-" else hostname, procid, msgid(facts.rule_id),
     )  # fmt: skip
     return header.encode("ascii") + item.raw
 
