@@ -1,7 +1,6 @@
 """The ``etwsensor`` command line. stdout carries only what a command promises; humans read stderr.
 
-Exit codes: 0 done; 1 a check failed (e.g. a rule does not compile); 2 usage or environment error;
-3 an input was damaged (what could be read was still processed).
+Exit codes: the table in ``etwsensor.exitcodes`` (shown by ``etwsensor --help``).
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from etwsensor import __version__
+from etwsensor import __version__, exitcodes
 from etwsensor.decode.schema import ProviderDef, ProviderFileError, find_provider, load_providers
 from etwsensor.logging import configure as configure_logging
 from etwsensor.normalize.cli import normalize_command
@@ -30,7 +29,7 @@ if TYPE_CHECKING:
     from etwsensor.config import Settings
     from etwsensor.rules import RuleSet
 
-EXIT_DAMAGED = 3
+EXIT_DAMAGED = exitcodes.DAMAGED_INPUT
 
 app = typer.Typer(
     name="etwsensor",
@@ -39,6 +38,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    epilog=exitcodes.help_text(),
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 out = Console(soft_wrap=True, highlight=False)  # the command's promised output (tables)
 
@@ -230,16 +231,47 @@ def _settings_or_exit(config: Path | None, **overrides: Any) -> Settings:
         raise typer.Exit(2) from exc
 
 
-def _ruleset_or_exit(paths: list[Path], builtin: bool) -> RuleSet:
+SKIP_BAD_RULES_HELP = exitcodes.SKIP_BAD_RULES_HELP
+
+
+def _load_rules(paths: list[Path], builtin: bool, skip_bad_rules: bool = False) -> tuple[RuleSet, int]:
+    """The rule set, and the exit code its loading calls for: ``RULE_ERRORS`` when a rule the user
+    asked for failed to load (reported now; the others run) unless ``skip_bad_rules``. A path that
+    does not exist is a usage error: exit now."""
     from etwsensor.rules import RuleSet
 
+    missing = [p for p in paths if not Path(p).exists()]
+    for p in missing:
+        say(f"error: --rules {p}: no such file or folder")
+    if missing:
+        raise typer.Exit(exitcodes.USAGE)
     ruleset, failures = RuleSet.load(paths, builtin=builtin)
     for f in failures:  # a broken rule is reported and skipped; the others run
         say(f"rule skipped: {f}")
     if not ruleset.rules:
         say("error: no rules to run (every rule failed to load, or --no-builtin without --rules)")
-        raise typer.Exit(2)
-    return ruleset
+        raise typer.Exit(exitcodes.USAGE)
+    if failures and not skip_bad_rules:
+        say(f"{len(failures)} rule(s) failed to load: the run exits {exitcodes.RULE_ERRORS} "
+            "(--skip-bad-rules to accept)")  # fmt: skip
+        return ruleset, exitcodes.RULE_ERRORS
+    return ruleset, exitcodes.OK
+
+
+def _check_allowlist(settings: Settings, ruleset: RuleSet) -> None:
+    """An allowlist entry naming a column no table or rule has is a configuration error."""
+    from etwsensor.alerts.allowlist import unknown_columns
+
+    problems = unknown_columns(settings.allowlist, (c for r in ruleset.rules for c in r.columns))
+    for problem in problems:
+        say(f"error: config: {problem}")
+    if problems:
+        raise typer.Exit(exitcodes.USAGE)
+
+
+def _ruleset_or_exit(paths: list[Path], builtin: bool) -> RuleSet:
+    """``_load_rules`` for commands that have no use for its exit code."""
+    return _load_rules(paths, builtin, skip_bad_rules=True)[0]
 
 
 def _parse_now(now: str | None) -> datetime | None:
@@ -280,16 +312,20 @@ def replay_command(
     json_summary: bool = typer.Option(
         False, "--json-summary", help="The closing summary as one JSON object on stderr."
     ),
+    skip_bad_rules: bool = typer.Option(False, "--skip-bad-rules", help=SKIP_BAD_RULES_HELP),
 ) -> None:
     """Replay traces through the normalizer and the rules; alerts go to the sinks (stdout by default)."""
     from etwsensor.alerts.allowlist import Allowlist
     from etwsensor.pipeline import Detector, replay, suppressor_from
-    from etwsensor.sinks import SinkConfigError, open_sinks
+    from etwsensor.sinks import SinkConfigError, open_sinks, undelivered
 
     _check_inputs(files)
     settings = _settings_or_exit(config)
     pinned = _parse_now(now)
-    ruleset = _ruleset_or_exit([*settings.rules.paths, *rules], settings.rules.builtin and not no_builtin)
+    ruleset, rules_code = _load_rules(
+        [*settings.rules.paths, *rules], settings.rules.builtin and not no_builtin, skip_bad_rules
+    )
+    _check_allowlist(settings, ruleset)
     sup = settings.suppression
     suppressor = suppressor_from(
         sup.window_seconds,
@@ -310,8 +346,14 @@ def replay_command(
         sinks.close()  # delivers what it can; the rest stays spooled for the next run
     summary.sinks = {s.name: s.state() for s in sinks.sinks}
     _print_summary(summary.as_json(), json_summary, {r.id: r.name for r in ruleset.rules})
-    if summary.damage:
-        raise typer.Exit(EXIT_DAMAGED)
+    code = exitcodes.worst(
+        rules_code,
+        exitcodes.DAMAGED_INPUT if summary.damage else exitcodes.OK,
+        exitcodes.UNDELIVERED if any(undelivered(s) for s in summary.sinks.values()) else exitcodes.OK,
+        exitcodes.INTERRUPTED if summary.interrupted else exitcodes.OK,
+    )
+    if code:
+        raise typer.Exit(code)
 
 
 @contextmanager
@@ -359,6 +401,8 @@ def _print_summary(doc: dict[str, Any], as_json: bool, rule_names: dict[str, str
         say(f"sink {name}: {json.dumps(state)}")
     for d in doc["damage"]:
         say(f"damaged: {d}")
+    if doc.get("interrupted"):
+        say("interrupted (Ctrl-C): the counts above are the run so far")
 
 
 @app.command("baseline")
@@ -409,7 +453,28 @@ def main() -> None:
     try:
         app()
     except BrokenPipeError:  # `etwsensor … | head` is normal use
-        sys.stderr.close()
+        _quiet_stdout()
+    except KeyboardInterrupt:
+        say("interrupted")
+        sys.exit(exitcodes.INTERRUPTED)
+    finally:
+        if getattr(sys.stdout, "closed", False) is False:
+            try:
+                sys.stdout.flush()
+            except BrokenPipeError:  # the reader left: not an error (the exit code stands)
+                _quiet_stdout()
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's own flush at exit cannot complain."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

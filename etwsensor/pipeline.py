@@ -84,6 +84,7 @@ class ReplaySummary:
     rule_errors: dict[str, int] = field(default_factory=dict)
     damage: list[str] = field(default_factory=list)
     sinks: dict[str, Any] = field(default_factory=dict)
+    interrupted: bool = False  # Ctrl-C: the counts are the run so far
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -103,6 +104,7 @@ class ReplaySummary:
             "rule_errors": self.rule_errors,
             "damage": self.damage,
             "sinks": self.sinks,
+            "interrupted": self.interrupted,
         }
 
 
@@ -181,26 +183,29 @@ def replay(
     rows_before = 0  # rows made by the inputs already replayed
     alerts_sent = 0
     next_progress = 0
-    for path in paths:
-        summary.inputs.append(str(path))
-        detector.source = str(path)
-        clock: datetime | None = now  # per input: each file is its own stream
-        try:
-            for batch, ts, made in _row_batches(path, device_map, gates, summary):
-                if now is None and ts is not None and (clock is None or ts > clock):
-                    clock = ts
-                for table, row in batch:
-                    for alert in on_row(table, row, clock):
-                        alerts_sent += 1
-                        for sink in sink_list:
-                            sink.send(alert)
-                rows_made = rows_before + made
-                if progress is not None and rows_made >= next_progress:
-                    progress(summary.events, rows_made, alerts_sent)
-                    next_progress = rows_made + 2048
-        except SourceOpenError as exc:  # not a trace at all: reported as damage, the other inputs still run
-            summary.damage.append(str(exc))
-        rows_before = summary.rows.total()
+    try:
+        for path in paths:
+            summary.inputs.append(str(path))
+            detector.source = str(path)
+            clock: datetime | None = now  # per input: each file is its own stream
+            try:
+                for batch, ts, made in _row_batches(path, device_map, gates, summary):
+                    if now is None and ts is not None and (clock is None or ts > clock):
+                        clock = ts
+                    for table, row in batch:
+                        for alert in on_row(table, row, clock):
+                            alerts_sent += 1
+                            for sink in sink_list:
+                                sink.send(alert)
+                    rows_made = rows_before + made
+                    if progress is not None and rows_made >= next_progress:
+                        progress(summary.events, rows_made, alerts_sent)
+                        next_progress = rows_made + 2048
+            except SourceOpenError as exc:  # not a trace at all: reported as damage, the others still run
+                summary.damage.append(str(exc))
+            rows_before = summary.rows.total()
+    except KeyboardInterrupt:  # Ctrl-C: stop reading; the sinks still close and the summary is printed
+        summary.interrupted = True
     if progress is not None:
         progress(summary.events, summary.rows.total(), alerts_sent)
     summary.alerts = detector.alerts

@@ -48,6 +48,19 @@ class AllowEntry(BaseModel):
         return lambda s: pattern.search(s) is not None
 
 
+def unknown_columns(entries: Iterable[AllowEntry], extra_columns: Iterable[str] = ()) -> list[str]:
+    """One message per entry whose column is in no Defender table and in no rule's output
+    (``extra_columns``): such an entry can never match, which is almost always a typo."""
+    from etwsensor.tables import schemas
+
+    known = {c for s in schemas().values() for c in s.column_names} | set(extra_columns)
+    return [
+        f"allowlist entry {n} (rule {e.rule!r}): no column {e.column!r} in any table or rule output"
+        for n, e in enumerate(entries, start=1)
+        if e.column not in known
+    ]
+
+
 class Allowlist:
     def __init__(self, entries: Iterable[AllowEntry] = ()) -> None:
         self.entries = list(entries)

@@ -17,13 +17,14 @@ from typing import Any
 
 import typer
 
+from etwsensor import exitcodes
 from etwsensor.normalize.models import full_row
 from etwsensor.normalize.normalizer import Normalizer, TableRow
 from etwsensor.normalize.paths import DeviceMapError, parse_device_map
 from etwsensor.tables import TABLE_NAMES
 
-EXIT_USAGE = 2
-EXIT_DAMAGED = 3  # as etwsensor.cli: the input was damaged, the rest was processed
+EXIT_USAGE = exitcodes.USAGE
+EXIT_DAMAGED = exitcodes.DAMAGED_INPUT
 
 
 def _say(message: str) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import typer
 
+from etwsensor import exitcodes
 from etwsensor.rules.errors import RuleFailure
 from etwsensor.rules.ruleset import Rule, RuleSet, load_rule_file
 
@@ -35,14 +36,14 @@ def _resolve(rule_ref: str, extra: list[Path] | None = None) -> Rule:
         rule, failure = load_rule_file(path, rs.clock)
         if failure is not None:
             _err(str(failure))
-            raise typer.Exit(1)
+            raise typer.Exit(exitcodes.RULE_ERRORS)
         assert rule is not None
         return rule
     rs, _failures = RuleSet.load(extra or [], builtin=True)
     found = rs.get(rule_ref)
     if found is None:
         _err(f"no rule with id {rule_ref!r} (and no such file); see `etwsensor rules list`")
-        raise typer.Exit(2)
+        raise typer.Exit(exitcodes.USAGE)
     return found
 
 
@@ -84,8 +85,10 @@ def check(
         for f in failures:
             typer.echo(str(f))
         _err(f"{len(rs.rules)} compiled, {len(failures)} failed")
+    if missing:
+        raise typer.Exit(exitcodes.USAGE)
     if failures:
-        raise typer.Exit(1)
+        raise typer.Exit(exitcodes.RULE_ERRORS)
 
 
 @rules_app.command("explain")
@@ -148,7 +151,7 @@ def _parse_now(text: str | None) -> datetime | None:
     parsed = parse_datetime(text)
     if parsed is None:
         _err(f"--now: not an ISO-8601 time: {text!r}")
-        raise typer.Exit(2)
+        raise typer.Exit(exitcodes.USAGE)
     return parsed
 
 
@@ -167,7 +170,7 @@ def test_rule(
     rule = _resolve(rule_ref)
     if not file.is_file():
         _err(f"{file}: no such file")
-        raise typer.Exit(2)
+        raise typer.Exit(exitcodes.USAGE)
     pinned = _parse_now(now)
     assert rule.plan is not None
     rs = RuleSet([rule], rule.plan.clock)
@@ -185,7 +188,7 @@ def test_rule(
                 "reading recordings and .etl files needs etwsensor.normalize.iter_rows, "
                 "which is not available yet"
             )
-            raise typer.Exit(2) from None
+            raise typer.Exit(exitcodes.USAGE) from None
         rows = iter_rows(file, device_map)
     # Replay clock: the newest event time seen so far, unless --now pins it.
     clock: datetime | None = pinned
@@ -208,4 +211,4 @@ def test_rule(
         bad = reader.bad
     _err(f"{count} rows, {matched} matches, {bad} bad lines")
     if bad:
-        raise typer.Exit(3)  # damaged input: what could be read was still processed
+        raise typer.Exit(exitcodes.DAMAGED_INPUT)  # damaged input: what could be read was still processed

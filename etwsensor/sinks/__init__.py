@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from etwsensor.logging import get_logger
-from etwsensor.sinks.base import Sink, SpooledSink, Transport, empty_state
+from etwsensor.sinks.base import Sink, SpooledSink, Transport, empty_state, undelivered
 from etwsensor.sinks.config import SinkSettings, default_spool_dir
 from etwsensor.sinks.formatted import split_format, with_format
 from etwsensor.sinks.http import HecTransport, WebhookTransport
@@ -28,7 +28,7 @@ from etwsensor.sinks.urls import SINK_URL_FORMS, SinkConfigError, SinkTarget, pa
 
 __all__ = [
     "SINK_URL_FORMS", "Sink", "SinkConfigError", "SinkSet", "SinkSettings", "default_spool_dir",
-    "open_sink", "open_sinks", "parse_sink_url", "redact",
+    "open_sink", "open_sinks", "parse_sink_url", "redact", "undelivered",
 ]  # fmt: skip
 
 log = get_logger("etwsensor.sinks")

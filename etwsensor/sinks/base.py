@@ -55,6 +55,15 @@ def empty_state(name: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
+UNDELIVERED_KEYS = ("dropped", "pending", "corrupt", "lost", "dead_letters")
+
+
+def undelivered(state: Mapping[str, Any]) -> int:
+    """Alerts a sink's state says did not reach the far end: dropped, still spooled, lost to damage,
+    or dead-lettered (the ``UNDELIVERED`` exit code). A reader that closed stdout is not counted."""
+    return sum(int(state.get(key) or 0) for key in UNDELIVERED_KEYS)
+
+
 def _json_default(value: object) -> str:
     if isinstance(value, datetime | date):
         return value.isoformat()

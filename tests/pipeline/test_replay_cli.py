@@ -52,10 +52,13 @@ def test_a_broken_rule_is_reported_and_the_others_run(tmp_path: Path) -> None:
     (rules / "broken.kql").write_text("DeviceProcessEvents\n| where NoSuchColumn == 1\n")
     (rules / "ok.kql").write_text('DeviceProcessEvents\n| where ProcessCommandLine has "GetAsyncKeyState"\n')
     r = run("replay", str(DEMO), "--no-builtin", "--rules", str(rules))
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 1, r.stderr  # strict by default: the run goes on, the exit code tells
     assert f"{rules / 'broken.kql'}:2:" in r.stderr and "NoSuchColumn" in r.stderr
     alerts = alerts_of(r.stdout)
     assert alerts and {a["rule"]["id"] for a in alerts} == {"ok"}
+    skipped = run("replay", str(DEMO), "--no-builtin", "--rules", str(rules), "--skip-bad-rules")
+    assert skipped.returncode == 0, skipped.stderr
+    assert alerts_of(skipped.stdout) == alerts
 
 
 def test_a_damaged_recording_still_alerts_and_exits_3(tmp_path: Path) -> None:

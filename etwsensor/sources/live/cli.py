@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import typer
 
+from etwsensor.exitcodes import SKIP_BAD_RULES_HELP
 from etwsensor.sources.live.callback import RecordCallback
 from etwsensor.sources.live.enrich import HostApi
 from etwsensor.sources.live.health import SessionStats
@@ -66,15 +67,18 @@ def trace_command(
         False, "--classic-fallback", help="Also enable the classic Registry/FileIo classes (unfiltered)."
     ),
     json_summary: bool = typer.Option(False, "--json-summary", help="The closing summary as JSON on stderr."),
+    skip_bad_rules: bool = typer.Option(False, "--skip-bad-rules", help=SKIP_BAD_RULES_HELP),
 ) -> None:
     """Trace this Windows host live (administrator), or show the plan with --plan (any OS)."""
-    from etwsensor.cli import _ruleset_or_exit, _settings_or_exit
+    from etwsensor.cli import _load_rules, _settings_or_exit
 
     if (as_json or logman) and not plan_only:
         _say("error: --json and --logman go with --plan")
         raise typer.Exit(2)
     settings = _settings_or_exit(config)
-    ruleset = _ruleset_or_exit([*settings.rules.paths, *rules], settings.rules.builtin and not no_builtin)
+    ruleset, rules_code = _load_rules(
+        [*settings.rules.paths, *rules], settings.rules.builtin and not no_builtin, skip_bad_rules
+    )
     instance = None if plan_only else str(os.getpid())
     try:
         plan = plan_for_rules(ruleset, classic_fallback=classic_fallback, instance=instance)
@@ -90,7 +94,7 @@ def trace_command(
             typer.echo(render(plan), nl=False)
         else:
             typer.echo(plan_text(plan), nl=False)
-        return
+        raise typer.Exit(rules_code)
     if sys.platform != "win32":
         _say(f"error: live tracing needs Windows (this is {sys.platform}); `trace --plan` shows what it "
              "would start, `trace --plan --logman` how to capture an .etl for replay")  # fmt: skip
@@ -104,6 +108,7 @@ def trace_command(
     from etwsensor.sources.live.session import EtwSessions
 
     run_live(plan, ruleset, settings, sink, record, duration, json_summary, WindowsHostApi(), EtwSessions)
+    raise typer.Exit(rules_code)
 
 
 class LiveSessions(Protocol):
