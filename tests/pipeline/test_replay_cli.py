@@ -58,7 +58,7 @@ def test_a_broken_rule_is_reported_and_the_others_run(tmp_path: Path) -> None:
     assert alerts and {a["rule"]["id"] for a in alerts} == {"ok"}
     skipped = run("replay", str(DEMO), "--no-builtin", "--rules", str(rules), "--skip-bad-rules")
     assert skipped.returncode == 0, skipped.stderr
-    assert alerts_of(skipped.stdout) == alerts
+    assert [a["alert_id"] for a in alerts_of(skipped.stdout)] == [a["alert_id"] for a in alerts]
 
 
 def test_a_damaged_recording_still_alerts_and_exits_3(tmp_path: Path) -> None:
