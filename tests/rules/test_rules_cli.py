@@ -39,7 +39,7 @@ def test_check_verbatim_seed_fails_with_file_line_col(tmp_path: Path) -> None:
     assert r.returncode == 1
     assert r.stdout.startswith(f"{seed}:24:34: unknown column 'AccountName'")
     j = run("check", "--json", str(seed), str(tmp_path / "missing.kql"), cache=tmp_path)
-    assert j.returncode == 1
+    assert j.returncode == 2  # a missing path is a usage error (the rest is still checked)
     body = json.loads(j.stdout)
     assert body["compiled"] == 0
     assert [(f["line"], f["col"]) for f in body["failed"]] == [(1, 1), (24, 34)]
