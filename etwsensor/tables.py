@@ -1,7 +1,8 @@
-"""The four Defender for Endpoint tables etwsensor produces: column names, order and KQL types.
+"""The five Defender for Endpoint tables etwsensor produces: column names, order and KQL types.
 
 The column lists are data (``etwsensor/data/defender_tables.json``, from Microsoft's
-advanced-hunting reference). Everything that needs to know a table's shape (normalizer,
+advanced-hunting reference; where each list comes from is in ``defender_tables.sources.json`` beside
+it). Everything that needs to know a table's shape (normalizer,
 rule compiler, row files) asks this module.
 """
 
@@ -20,6 +21,7 @@ TABLE_NAMES: tuple[str, ...] = (
     "DeviceImageLoadEvents",
     "DeviceRegistryEvents",
     "DeviceFileEvents",
+    "DeviceEvents",
 )
 
 
@@ -59,5 +61,5 @@ def schemas() -> dict[str, TableSchema]:
 
 
 def schema(table: str) -> TableSchema:
-    """The schema of one table; KeyError names the table when it is not one of the four."""
+    """The schema of one table; KeyError names the table when it is not one of the five."""
     return schemas()[table]

@@ -1,4 +1,4 @@
-"""Normalize RawEvents into rows of the four Defender for Endpoint tables (issue 3)."""
+"""Normalize RawEvents into rows of the five Defender for Endpoint tables."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""pydantic models of the four Defender tables, built from ``etwsensor.tables`` (the column data).
+"""pydantic models of the five Defender tables, built from ``etwsensor.tables`` (the column data).
 
 Every documented column in documented order with its KQL type; unfilled columns take Defender's
 defaults (strings "", numbers, bools and datetimes null). The hot path carries sparse dicts;
@@ -36,7 +36,7 @@ class DefenderRow(BaseModel):
 
 @cache
 def table_model(table: str) -> type[DefenderRow]:
-    """The model class of one table (KeyError for a table that is not one of the four)."""
+    """The model class of one table (KeyError for a table that is not one of the five)."""
     fields: dict[str, Any] = {
         c.name: (_PYTHON_TYPES[c.type], "" if c.type in ("string", "guid") else None)
         for c in schema(table).columns

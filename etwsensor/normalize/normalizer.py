@@ -20,6 +20,7 @@ from etwsensor.normalize.paths import PathResolver, parse_device_map
 from etwsensor.normalize.processes import ProcessTracker
 from etwsensor.normalize.registry import RegistryTracker
 from etwsensor.normalize.rows import Handlers, Row, RowGate, RowSink
+from etwsensor.normalize.win32k import Win32kTracker
 from etwsensor.sources.header import RecordingHeader
 
 TableRow = tuple[str, Row]
@@ -29,7 +30,7 @@ _MAX_ERROR_SAMPLES = 20
 
 
 class Normalizer:
-    """Turns one host's RawEvent stream into DeviceProcess/ImageLoad/Registry/File rows.
+    """Turns one host's RawEvent stream into DeviceProcess/ImageLoad/Registry/File/DeviceEvents rows.
 
     ``device_map``: a ``--device-map`` string (``C:=\\Device\\HarddiskVolume3;…`` or a JSON file)
     or a {NT device: drive} mapping; it wins over the header and the trace's own records.
@@ -55,12 +56,15 @@ class Normalizer:
         self.images = ImageTracker(self.sink, self.paths, self.processes, gates=gates)
         self.registry = RegistryTracker(self.sink, self.processes)
         self.files = FileTracker(self.sink, self.paths, self.processes, gates=gates)
+        self.win32k = Win32kTracker(self.sink, self.processes)
         self._pending_starts = self.processes.pending  # the same dict: checked per event, cheaply
+        self._open_polls = self.win32k.open  # likewise: GetAsyncKeyState windows waiting to close
         self._handlers: Handlers = {
             **self.processes.handlers(),
             **self.images.handlers(),
             **self.registry.handlers(),
             **self.files.handlers(),
+            **self.win32k.handlers(),
             ("SystemConfigEx", "VolumeMapping"): self._volume_mapping,
             ("SystemConfigEx", "SystemPaths"): self._system_paths,
         }
@@ -77,6 +81,8 @@ class Normalizer:
             return _NO_ROWS
         if self._pending_starts:
             self.processes.advance(event.ts)
+        if self._open_polls:
+            self.win32k.advance(event.ts)
         handler = self._handlers.get((event.provider, event.name))
         if handler is not None:
             try:
@@ -94,6 +100,7 @@ class Normalizer:
         """End of stream: emit rows that were waiting for a partner event."""
         self.processes.flush()
         self.files.flush()
+        self.win32k.flush()
         rows = self.sink.out
         self.sink.out = []
         return rows
@@ -121,6 +128,7 @@ class Normalizer:
     def stats(self) -> dict[str, Any]:
         """Counts for the summary: events, rows per table and ActionType, unresolved rows, caches."""
         caches: dict[str, dict[str, int]] = {"processes": self.processes.stats()}
+        caches["getasynckeystate_windows"] = self.win32k.stats()
         named: list[BoundedCache[Any, Any]] = [self.images.loaded, self.registry.keys, self.registry.kcbs]
         for cache in (*named, *self.files.caches()):
             caches[cache.name] = cache.stats()

@@ -21,6 +21,7 @@ GUIDS = {
     "Microsoft-Windows-Kernel-Process": "22fb2cd6-0e7b-422b-a0c7-2fad1fd0e716",
     "Microsoft-Windows-Kernel-File": "edd08927-9cc4-4e65-b970-c2560fb5c289",
     "Microsoft-Windows-Kernel-Registry": "70eb4f03-c1de-4f73-a051-33d13d5413bd",
+    "Microsoft-Windows-Win32k": "8c416c79-d49b-4f01-a467-e56d3aa8234c",
 }
 
 CLASSIC_OPCODES = {
@@ -76,6 +77,9 @@ MANIFEST_IDS = {
     ("Microsoft-Windows-Kernel-Registry", "SetValueKey"): 5,
     ("Microsoft-Windows-Kernel-Registry", "DeleteValueKey"): 6,
     ("Microsoft-Windows-Kernel-Registry", "CloseKey"): 13,
+    ("Microsoft-Windows-Win32k", "RegisterRawInputDevices"): 1001,
+    ("Microsoft-Windows-Win32k", "SetWindowsHookEx"): 1002,
+    ("Microsoft-Windows-Win32k", "GetAsyncKeyState"): 1003,
 }
 
 
