@@ -20,6 +20,7 @@ from rich.table import Table
 
 from etwsensor import __version__, exitcodes
 from etwsensor.decode.schema import ProviderDef, ProviderFileError, find_provider, load_providers
+from etwsensor.hunt.cli import export_command, hunt_command, schema_command
 from etwsensor.logging import configure as configure_logging
 from etwsensor.normalize.cli import normalize_command
 from etwsensor.rules.cli import rules_app
@@ -75,6 +76,9 @@ app.add_typer(providers_app, name="providers")
 app.add_typer(rules_app, name="rules")
 app.command("normalize")(normalize_command)
 app.command("trace")(trace_command)
+app.command("hunt")(hunt_command)
+app.command("export")(export_command)
+app.command("schema")(schema_command)
 
 
 def _providers_or_exit() -> tuple[ProviderDef, ...]:

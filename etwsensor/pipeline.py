@@ -165,6 +165,13 @@ def _row_batches(
     summary.damage.extend(str(d) for d in source.damage)
 
 
+def input_rows(path: Path, device_map: str | None, summary: ReplaySummary) -> Iterator[TableRow]:
+    """Every row of one input as ``replay`` reads it, none skipped by row gates (for hunting and
+    export). Raises SourceOpenError when the input is not a trace; fills the summary like replay."""
+    for batch, _ts, _made in _row_batches(path, device_map, {}, summary):
+        yield from batch
+
+
 def replay(
     paths: Iterable[Path],
     detector: Detector,
