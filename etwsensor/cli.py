@@ -308,6 +308,9 @@ def replay_command(
     alert_format: str | None = typer.Option(
         None, "--format", help="Alert format: etwsensor, ecs or ocsf (per sink: URL#format=ecs)."
     ),
+    heartbeat_seconds: float | None = typer.Option(
+        None, "--heartbeat", min=0, help="Seconds between heartbeat records on the sinks (default: none)."
+    ),
     config: Path | None = typer.Option(None, "--config", help="TOML configuration file."),
     device_map: str | None = typer.Option(
         None, "--device-map", help='JSON file or "C:=\\Device\\HarddiskVolume3;…".'
@@ -343,9 +346,17 @@ def replay_command(
     except SinkConfigError as exc:
         say(f"error: {exc}")
         raise typer.Exit(2) from exc
+    beat_every = heartbeat_seconds if heartbeat_seconds is not None else settings.output.heartbeat_seconds
+    heartbeat = None
+    if beat_every:
+        from etwsensor.heartbeat import Heartbeat
+
+        heartbeat = Heartbeat(sinks.send, beat_every, ", ".join(map(str, files)))
     try:
         with _progress() as progress:
-            summary = replay(files, detector, [sinks], device_map or settings.device_map, pinned, progress)
+            summary = replay(
+                files, detector, [sinks], device_map or settings.device_map, pinned, progress, heartbeat
+            )
     finally:
         sinks.close()  # delivers what it can; the rest stays spooled for the next run
     summary.sinks = {s.name: s.state() for s in sinks.sinks}

@@ -58,6 +58,11 @@ class OutputConfig(BaseModel):
     format: AlertFormat = Field(
         default="etwsensor", description="format of sinks whose URL has no #format= (etwsensor|ecs|ocsf)"
     )
+    heartbeat_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="seconds between heartbeat records (0: none; unset: trace 60, replay 0)",
+    )
 
 
 class RuleSuppression(BaseModel):

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from etwsensor.alerts.allowlist import Allowlist
 from etwsensor.alerts.model import build_alert
 from etwsensor.alerts.suppress import SuppressionPolicy, Suppressor
+from etwsensor.heartbeat import Heartbeat, PipelineSnapshot, ruleset_version
 from etwsensor.rules import RowGate, RuleSet
 
 AlertDict = dict[str, Any]
@@ -120,7 +121,11 @@ def add_row_counts(summary: ReplaySummary, counts: dict[str, dict[str, int]]) ->
 
 
 def _row_batches(
-    path: Path, device_map: str | None, gates: Mapping[str, RowGate], summary: ReplaySummary
+    path: Path,
+    device_map: str | None,
+    gates: Mapping[str, RowGate],
+    summary: ReplaySummary,
+    by_provider: Counter[str] | None = None,
 ) -> Iterator[tuple[Sequence[TableRow], datetime | None, int]]:
     """The rows of one input, in batches (the rows one event completes) with their event time and
     the rows made so far in this input (built or skipped by a gate: the count the summary shows);
@@ -150,6 +155,8 @@ def _row_batches(
     rows_sink = normalizer.sink  # its report_id counts every row made, built or skipped
     for event in source.events():
         summary.events += 1
+        if by_provider is not None:  # only while heartbeats report events/s per provider
+            by_provider[event.provider] += 1
         batch = process(event)
         if batch:
             yield batch, event.ts, rows_sink.report_id
@@ -179,12 +186,26 @@ def replay(
     device_map: str | None = None,
     now: datetime | None = None,
     progress: Progress | None = None,
+    heartbeat: Heartbeat | None = None,
 ) -> ReplaySummary:
-    """Run every input through the detector and the sinks, in order. Never raises on bad input."""
+    """Run every input through the detector and the sinks, in order. Never raises on bad input.
+    With a ``heartbeat``, its start record goes out first, its stop record last, and running records
+    between rows whenever its interval has passed."""
     from etwsensor.sources import SourceOpenError
 
     summary = ReplaySummary()
     sink_list = list(sinks)
+    by_provider: Counter[str] | None = Counter() if heartbeat is not None else None
+
+    def snapshot(rows: int, alerts: int) -> PipelineSnapshot:
+        return PipelineSnapshot(
+            events=summary.events, rows=rows, alerts=alerts, events_by_provider=by_provider or {},
+            rules_version=ruleset_version(detector.ruleset.rules), rules_count=len(detector.ruleset.rules),
+            rule_errors=sum(detector.ruleset.errors.values()), sinks=sink_states(sink_list),
+        )  # fmt: skip
+
+    if heartbeat is not None:
+        heartbeat.start(snapshot(0, 0))
     on_row = detector.on_row
     gates = detector.ruleset.row_gates()  # rows no rule can match are counted, not built
     rows_before = 0  # rows made by the inputs already replayed
@@ -196,7 +217,7 @@ def replay(
             detector.source = str(path)
             clock: datetime | None = now  # per input: each file is its own stream
             try:
-                for batch, ts, made in _row_batches(path, device_map, gates, summary):
+                for batch, ts, made in _row_batches(path, device_map, gates, summary, by_provider):
                     if now is None and ts is not None and (clock is None or ts > clock):
                         clock = ts
                     for table, row in batch:
@@ -205,8 +226,11 @@ def replay(
                             for sink in sink_list:
                                 sink.send(alert)
                     rows_made = rows_before + made
-                    if progress is not None and rows_made >= next_progress:
-                        progress(summary.events, rows_made, alerts_sent)
+                    if rows_made >= next_progress:
+                        if progress is not None:
+                            progress(summary.events, rows_made, alerts_sent)
+                        if heartbeat is not None and heartbeat.due():
+                            heartbeat.tick(snapshot(rows_made, alerts_sent))
                         next_progress = rows_made + 2048
             except SourceOpenError as exc:  # not a trace at all: reported as damage, the others still run
                 summary.damage.append(str(exc))
@@ -220,7 +244,24 @@ def replay(
     summary.suppressed = detector.suppressor.suppressed
     summary.allowlisted = detector.allowlist.silenced
     summary.rule_errors = dict(detector.ruleset.errors)
+    if heartbeat is not None:
+        heartbeat.stop(snapshot(summary.rows.total(), alerts_sent))
     return summary
+
+
+def sink_states(sinks: Iterable[object]) -> dict[str, dict[str, Any]]:
+    """Each sink's delivery counters by name (a SinkSet counts as the sinks it holds)."""
+    states: dict[str, dict[str, Any]] = {}
+    for sink in sinks:
+        inner = getattr(sink, "sinks", None)
+        if inner is not None:
+            states.update(sink_states(inner))
+            continue
+        state = getattr(sink, "state", None)
+        if callable(state):
+            doc = state()
+            states[str(doc.get("sink", getattr(sink, "name", "?")))] = doc
+    return states
 
 
 def suppressor_from(

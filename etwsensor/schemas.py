@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from etwsensor.alerts.model import Alert
+from etwsensor.heartbeat import HeartbeatRecord
 from etwsensor.sources.header import RecordingHeader
 from etwsensor.sources.recording import EventLine
 
@@ -18,6 +19,7 @@ def published_schemas() -> dict[str, dict[str, Any]]:
     alert = Alert.model_json_schema()
     return {
         "alert-schema.json": alert,
+        "heartbeat-schema.json": HeartbeatRecord.model_json_schema(),
         "recording-header.schema.json": header,
         "recording-event.schema.json": event,
     }

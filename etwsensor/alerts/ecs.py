@@ -206,3 +206,25 @@ def to_ecs(alert: dict[str, Any]) -> dict[str, Any]:
         "suppressed_count": alert.get("suppressed_count", 0),
     }
     return doc
+
+
+def heartbeat_to_ecs(record: dict[str, Any]) -> dict[str, Any]:
+    """A heartbeat as an ECS metric document; the record itself under ``etwsensor.heartbeat``."""
+    state = record.get("state")
+    doc: dict[str, Any] = {
+        "@timestamp": record.get("time"),
+        "ecs": {"version": ECS_VERSION},
+        "event": {
+            "kind": "metric",
+            "module": "etwsensor",
+            "dataset": "etwsensor.heartbeat",
+            "category": ["host"],
+            "type": ["start" if state == "start" else "end" if state == "stop" else "info"],
+            "sequence": record.get("sequence"),
+        },
+    }
+    _put(doc, "host.name", (record.get("host") or {}).get("name"))
+    _put(doc, "process.pid", (record.get("sensor") or {}).get("pid"))
+    _put(doc, "message", f"etwsensor heartbeat ({state})")
+    doc["etwsensor"] = {"heartbeat": record}
+    return doc

@@ -20,19 +20,26 @@ _ECS_SEVERITY: Final = ((99, "critical"), (73, "high"), (47, "medium"), (21, "lo
 
 
 def formatter(name: str) -> Formatter | None:
-    """The function that turns an alert into a ``name`` document; None for etwsensor's own format.
-    Raises ValueError naming the known formats."""
+    """The function that turns an alert (or a heartbeat record) into a ``name`` document; None for
+    etwsensor's own format. Raises ValueError naming the known formats."""
     if name == "etwsensor":
         return None
     if name == "ecs":
-        from etwsensor.alerts.ecs import to_ecs
+        from etwsensor.alerts.ecs import heartbeat_to_ecs, to_ecs
 
-        return to_ecs
+        return _by_record(to_ecs, heartbeat_to_ecs)
     if name == "ocsf":
-        from etwsensor.alerts.ocsf import to_ocsf
+        from etwsensor.alerts.ocsf import heartbeat_to_ocsf, to_ocsf
 
-        return to_ocsf
+        return _by_record(to_ocsf, heartbeat_to_ocsf)
     raise ValueError(f"unknown alert format {name!r} (expected one of: {', '.join(ALERT_FORMATS)})")
+
+
+def _by_record(alert: Formatter, heartbeat: Formatter) -> Formatter:
+    def convert(doc: dict[str, Any]) -> dict[str, Any]:
+        return heartbeat(doc) if doc.get("record") == "heartbeat" else alert(doc)
+
+    return convert
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +60,13 @@ def _get(doc: Mapping[str, Any], *path: str) -> Any:
 
 
 def envelope(doc: Mapping[str, Any]) -> Envelope:
-    """Severity, host name, rule id and detection time of an alert document in any of the formats."""
+    """Severity, host name, rule id and detection time of an alert document in any of the formats
+    (a heartbeat, in any format, is informational with the rule id "heartbeat")."""
+    if doc.get("record") == "heartbeat" or _get(doc, "event", "dataset") == "etwsensor.heartbeat" or (
+        _get(doc, "metadata", "log_name") == "etwsensor.heartbeat"
+    ):
+        host = _get(doc, "host", "name") or _get(doc, "unmapped", "etwsensor", "host", "name")
+        return Envelope("informational", str(host or ""), "heartbeat", None)
     if "class_uid" in doc:  # OCSF
         return Envelope(
             _OCSF_SEVERITY.get(doc.get("severity_id") or 0, ""),

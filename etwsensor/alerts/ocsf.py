@@ -205,3 +205,29 @@ def to_ocsf(alert: dict[str, Any]) -> dict[str, Any]:
         }},
     }  # fmt: skip
     return {k: v for k, v in finding.items() if v is not None}
+
+
+def heartbeat_to_ocsf(record: dict[str, Any]) -> dict[str, Any]:
+    """A heartbeat as an OCSF Base Event (class_uid 0, activity Other); the record in ``unmapped``."""
+    return {
+        "activity_id": 99,
+        "activity_name": "Heartbeat",
+        "category_uid": 0,
+        "category_name": "Uncategorized",
+        "class_uid": 0,
+        "class_name": "Base Event",
+        "type_uid": 99,
+        "type_name": "Base Event: Other",
+        "time": _ms(record.get("time")) or 0,
+        "severity_id": 1,
+        "severity": "Informational",
+        "message": f"etwsensor heartbeat ({record.get('state')})",
+        "metadata": {
+            "version": OCSF_VERSION,
+            "log_name": "etwsensor.heartbeat",
+            "sequence": record.get("sequence"),
+            "product": {"name": "etwsensor", "vendor_name": "etwsensor",
+                        "version": (record.get("sensor") or {}).get("version") or __version__},
+        },
+        "unmapped": {"etwsensor": record},
+    }  # fmt: skip
