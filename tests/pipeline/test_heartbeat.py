@@ -12,7 +12,8 @@ from jsonschema import Draft202012Validator
 from ocsf_json_schema import OcsfJsonSchemaEmbedded, get_ocsf_schema
 
 from etwsensor.alerts.ocsf import OCSF_VERSION
-from etwsensor.heartbeat import Heartbeat, HeartbeatRecord, PipelineSnapshot
+from etwsensor.heartbeat import Heartbeat, HeartbeatRecord, PipelineSnapshot, ruleset_version
+from etwsensor.rules import RuleSet
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "demo.jsonl.zst"
@@ -76,7 +77,8 @@ def test_replay_sends_heartbeats_on_every_sink_in_its_format(tmp_path: Path) -> 
         "events": summary["events"], "rows": sum(summary["rows"].values()), "alerts": summary["alerts"],
     }  # fmt: skip
     assert all(b["state"] == "running" for b in beats[1:-1])
-    assert beats[-1]["rules"]["count"] == 6 and len(beats[-1]["rules"]["version"]) == 16
+    builtin, _ = RuleSet.load([], builtin=True)
+    assert beats[-1]["rules"] == {"version": ruleset_version(builtin.rules), "count": len(builtin.rules), "errors": 0}
     assert set(beats[-1]["rates"]["events_per_second_by_provider"]) >= {"Process", "Image"}
     assert beats[-1]["process"]["rss_bytes"] > 0
     for beat in beats:
