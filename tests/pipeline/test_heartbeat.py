@@ -78,7 +78,8 @@ def test_replay_sends_heartbeats_on_every_sink_in_its_format(tmp_path: Path) -> 
     }  # fmt: skip
     assert all(b["state"] == "running" for b in beats[1:-1])
     builtin, _ = RuleSet.load([], builtin=True)
-    assert beats[-1]["rules"] == {"version": ruleset_version(builtin.rules), "count": len(builtin.rules), "errors": 0}
+    version = ruleset_version(builtin.rules)
+    assert beats[-1]["rules"] == {"version": version, "count": len(builtin.rules), "errors": 0}
     assert set(beats[-1]["rates"]["events_per_second_by_provider"]) >= {"Process", "Image"}
     assert beats[-1]["process"]["rss_bytes"] > 0
     for beat in beats:
