@@ -83,7 +83,7 @@ ENABLE_FLAGS = {
     "Process": {"PROCESS": 0x1},
     "Image": {"IMAGE_LOAD": 0x4},
     "Registry": {"REGISTRY": 0x20000},
-    "FileIo": {"DISK_FILE_IO": 0x200, "FILE_IO": 0x2000000, "FILE_IO_INIT": 0x4000000},
+    "FileIo": {"DISK_IO": 0x100, "DISK_FILE_IO": 0x200, "FILE_IO": 0x2000000, "FILE_IO_INIT": 0x4000000},
 }
 
 GUIDS = {

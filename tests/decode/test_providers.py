@@ -58,7 +58,7 @@ def test_every_required_provider_is_defined() -> None:
         ("Microsoft-Windows-Kernel-Process", {1, 2, 5, 6, 15}),
         ("Microsoft-Windows-Kernel-File", set(range(10, 31))),
         ("Microsoft-Windows-Kernel-Registry", set(range(1, 16))),
-        ("Microsoft-Windows-Kernel-EventTracing", {3, 11, 15, 41}),  # the tamper watch's events
+        ("Microsoft-Windows-Kernel-EventTracing", {3, 11, 14, 15, 41}),  # the tamper watch's events
         ("Microsoft-Windows-Win32k", {1001, 1002, 1003}),  # DeviceEvents' API audit events, no others
     ],
 )

@@ -37,7 +37,7 @@ def test_every_record_reads_back_field_for_field() -> None:
     q = RecordQueue(len(lives))
     callback = RecordCallback(q)
     for live in lives:
-        callback((0, live.pointer()))  # the shape pywintrace 0.2.0 calls with
+        callback(live.pointer())
     got = _drain(q)
     assert callback.bad == 0 and q.dropped == 0
     # guid, manifest/classic, id, opcode, version, ts, pid, tid, cpu, pointer size, payload
@@ -90,7 +90,7 @@ def test_an_unreadable_record_is_counted_and_never_raised_into_etw() -> None:
     q = RecordQueue(4)
     callback = RecordCallback(q)
     callback(ctypes.POINTER(S.EVENT_RECORD)())  # NULL
-    callback((0, None))
+    callback(None)
     assert callback.bad == 2 and q.offered == 0
     assert "NULL" in callback.last_error or "None" in callback.last_error
 
@@ -131,3 +131,28 @@ def test_take_waits_for_a_record_offered_later() -> None:
     assert q.take(timeout=5) == rec
     assert q.take(timeout=0.01) is None
     timer.join()
+
+
+def test_the_processor_number_is_a_byte_unless_the_header_says_processor_index() -> None:
+    rec = next(etl_records(1))
+    live = event_record(rec)
+    live.record.BufferContext.ProcessorIndex = 0x0703  # ProcessorNumber 3, Alignment byte 7
+    assert read_record(live.pointer()).cpu == 3
+    live.record.EventHeader.Flags |= S.EVENT_HEADER_FLAG_PROCESSOR_INDEX
+    assert read_record(live.pointer()).cpu == 0x0703
+
+
+def test_etw_lost_event_records_are_counted_per_session_not_queued() -> None:
+    q = RecordQueue(16)
+    callback = RecordCallback(q)
+    lost = []
+    for opcode in (32, 32, 33):  # RTLostEvent, RTLostEvent, RTLostBuffer
+        live = event_record(next(etl_records(1)))
+        live.record.EventHeader.ProviderId = S.GUID.from_text(S.LOST_EVENT_GUID)
+        live.record.EventHeader.Flags |= S.EVENT_HEADER_FLAG_CLASSIC_HEADER
+        live.record.EventHeader.EventDescriptor.Opcode = opcode
+        lost.append(live)
+        callback(ctypes.addressof(live.record), "etwsensor-kernel")
+    callback(event_record(next(etl_records(1))).pointer(), "etwsensor-kernel")
+    assert callback.lost == {("etwsensor-kernel", "RTLostEvent"): 2, ("etwsensor-kernel", "RTLostBuffer"): 1}
+    assert q.offered == 1

@@ -8,6 +8,7 @@ from typing import Any
 from etwsensor.alerts.model import Alert
 from etwsensor.events import RawEvent
 from etwsensor.sources.live.health import (
+    BLIND_RULE,
     DEGRADED_RULE,
     EVENT_TRACING,
     TAMPER_RULE,
@@ -123,7 +124,8 @@ def test_a_session_stop_event_from_the_other_session_is_tamper_and_restarts() ->
     assert "pid 4242" in a["reason"] and a["row"]["SessionName"] == KERNEL
     dog.poll()
     assert etw.restarts == [KERNEL] and KERNEL not in etw.gone
-    assert dog.state()["sessions"][KERNEL] == {"stopped": "", "restarts": 1, "lost": 0}
+    state = dog.state()["sessions"][KERNEL]
+    assert (state["state"], state["stopped"], state["restarts"], state["lost"]) == ("running", "", 1, 0)
     assert len(out) == 1  # a query failing for the gone session was not a second alert
 
 
@@ -186,3 +188,70 @@ def test_our_own_stops_are_not_tamper() -> None:
     etw.gone.add(PROVIDERS)
     dog.poll()
     assert len(out) == 2
+
+
+def test_a_session_that_dies_after_every_restart_is_one_alert_then_given_up_never_a_flood() -> None:
+    # What a failed OpenTrace did before: each restart "worked", ProcessTrace returned at once, and every poll
+    # raised a tamper alert and restarted, forever.
+    etw, clock, out, dog = make()
+    for second in range(0, 600):
+        clock.t = float(second)
+        if etw.restarts and etw.restarts[-1] == KERNEL and KERNEL not in etw.gone:
+            dog.consumer_returned(KERNEL)  # the restarted consumer ends again straight away
+            etw.gone.add(KERNEL)
+        if second == 0:
+            dog.consumer_returned(KERNEL)
+            etw.gone.add(KERNEL)
+        dog.poll()
+    rules = [a["rule"]["id"] for a in out]
+    assert rules == [TAMPER_RULE.id, BLIND_RULE.id]
+    assert len(etw.restarts) == 8  # bounded: backoff 1, 2, 4, 8, 8... then given up
+    state = dog.state()
+    assert state["sessions"][KERNEL]["state"] == "failed"
+    kernel = [t for t in state["transitions"] if t["session"] == KERNEL]
+    # one record per state change: stopped, then running/stopped per attempt, then failed
+    assert [t["state"] for t in kernel][:3] == ["stopped", "running", "stopped"]
+    assert kernel[-1]["state"] == "failed" and len(kernel) == 2 * len(etw.restarts) + 1
+    assert not dog.blind  # the providers session still runs
+    Alert.model_validate(out[1])
+
+
+def test_restarts_that_keep_failing_give_up_with_one_blind_alert() -> None:
+    etw, clock, out, dog = make()
+    etw.gone.update({KERNEL, PROVIDERS})
+    etw.refuse = 10_000
+    for second in range(0, 1000):
+        clock.t = float(second)
+        dog.poll()
+    assert [a["rule"]["id"] for a in out].count(BLIND_RULE.id) == 2
+    assert len(etw.restarts) == 16 and dog.blind
+    assert len(dog.transitions) == 4  # stopped and failed, per session
+
+
+def test_re_enabling_a_provider_with_keyword_zero_or_level_zero_is_tamper() -> None:
+    _etw, _clock, out, dog = make()
+    file_guid = "edd08927-9cc4-4e65-b970-c2560fb5c289"
+    ours = {"ProviderName": file_guid, "SessionName": PROVIDERS, "MatchAnyKeyword": 0x1EB0,
+            "MatchAllKeyword": 0, "EnableProperty": 0, "Level": 5}  # fmt: skip
+    dog.on_event(tracing_event("ProviderEnable", 14, ours))  # our own enable: fine
+    dog.on_event(tracing_event("ProviderEnable", 14, {**ours, "SessionName": "Other", "MatchAnyKeyword": 0}))
+    assert out == []
+    dog.on_event(tracing_event("ProviderEnable", 14, {**ours, "MatchAnyKeyword": 0}))
+    assert [a["rule"]["id"] for a in out] == [TAMPER_RULE.id]
+    assert "keyword 0x0" in out[0]["reason"] and file_guid in out[0]["reason"]
+    dog.poll()  # restarted: the provider is enabled again with our keywords
+    dog.on_event(tracing_event("ProviderEnable", 14, {**ours, "Level": 0}))
+    assert len(out) == 1  # within the flap window of the restart: the same incident, no second alert
+
+
+def test_lost_event_records_and_the_final_stop_counters_count_as_loss() -> None:
+    _etw, _clock, out, dog = make()
+    dog.lost_records({(PROVIDERS, "RTLostEvent"): 3, (KERNEL, "RTLostBuffer"): 1})
+    dog.lost_records({(PROVIDERS, "RTLostEvent"): 3})  # running totals: nothing new
+    dog.poll()
+    by_session = {a["row"]["SessionName"]: a["row"] for a in out}
+    assert by_session[PROVIDERS]["RTLostEvent"] == 3 and by_session[KERNEL]["RTLostBuffer"] == 1
+    dog.final({KERNEL: SessionStats(events_lost=7, realtime_buffers_lost=2)})
+    state = dog.state()["sessions"]
+    assert state[KERNEL]["losses"] == {"EventsLost": 7, "RTLostBuffer": 1, "RealTimeBuffersLost": 2}
+    assert state[KERNEL]["lost"] == 10 and state[PROVIDERS]["lost"] == 3

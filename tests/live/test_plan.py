@@ -116,7 +116,7 @@ def test_the_builtin_pack_plans_all_four_tables() -> None:
     kr = plan.provider("Microsoft-Windows-Kernel-Registry")
     assert kr is not None and kr.keywords == 0x7301  # the §F3 recipe for DeviceRegistryEvents
     watch = plan.provider("Microsoft-Windows-Kernel-EventTracing")
-    assert watch is not None and watch.event_ids == (3, 11, 15, 41)
+    assert watch is not None and watch.event_ids == (3, 11, 14, 15, 41)
 
 
 def test_classic_fallback_adds_the_registry_and_fileio_classes() -> None:
@@ -125,7 +125,9 @@ def test_classic_fallback_adds_the_registry_and_fileio_classes() -> None:
     system = plan.session("system-logger")
     assert system is not None
     assert {c.guid for c in system.providers[0].classes} == {PROCESS_CLASS, REGISTRY_CLASS, FILEIO_CLASS}
-    assert system.flags_mask == 0x1 | 0x20000 | 0x200 | 0x4000000
+    assert system.flags_mask == 0x1 | 0x20000 | 0x100 | 0x200 | 0x4000000
+    # DISK_FILE_IO (file names) is ignored by the kernel without DISK_IO
+    assert system.enable_flags.index("DISK_IO") < system.enable_flags.index("DISK_FILE_IO")
 
 
 def test_no_tables_no_sessions() -> None:

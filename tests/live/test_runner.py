@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from etwsensor.decode import Decoder, load_providers
+from etwsensor.events import RawRecord
 from etwsensor.normalize import Normalizer
 from etwsensor.pipeline import Detector, replay
 from etwsensor.rules import RuleSet
 from etwsensor.sources.header import HostInfo, RecordingHeader
 from etwsensor.sources.live.callback import RecordCallback, RecordQueue
-from etwsensor.sources.live.runner import LiveLoop
+from etwsensor.sources.live.runner import LiveLoop, ReorderWindow
 from etwsensor.sources.recording import RecordingWriter
 from tests.live.records import ETL, etl_records, event_record
 
@@ -90,3 +92,80 @@ def test_run_drains_the_queue_after_stop() -> None:
     loop.run(idle_timeout=0.01)  # already stopped: processes what is queued, then returns
     assert len(q) == 0
     assert sum(c.count for c in loop.decoder.stats.by_event.values()) == len(records)
+
+
+
+PROCESS_CLASS = "3d6fa8d0-fe05-11d0-9dda-00c04fd7ba7c"
+KERNEL_PROCESS = "22fb2cd6-0e7b-422b-a0c7-2fad1fd0e716"
+IMAGE_CLASS = "2cb15d1d-5fc1-11d2-abe1-00a0c911f518"
+TEST_PID = 3676  # Test.x64.exe, started inside the trace
+
+
+def _late_process_start() -> list[RawRecord]:
+    """The trace's records with Test.x64.exe's two process-start records delivered after its first image
+    loads: as when they sit in another CPU's buffer, or in the other session, flushed a little later."""
+    known = {p.guid for p in load_providers()}
+    records = [r for r in etl_records() if r.guid in known]
+    decoder = Decoder()
+    starts = []
+    for i, r in enumerate(records):
+        ev = decoder.decode(r) if r.guid in (PROCESS_CLASS, KERNEL_PROCESS) else None
+        pids = (ev.fields.get("ProcessId"), ev.fields.get("ProcessID")) if ev is not None else ()
+        if ev is not None and ev.name in ("Start", "ProcessStart") and TEST_PID in pids:
+            starts.append(i)
+    assert len(starts) == 2
+    moved = [records[i] for i in starts]
+    rest = [r for i, r in enumerate(records) if i not in starts]
+    first_load = next(i for i, r in enumerate(rest) if r.guid == IMAGE_CLASS and r.pid == TEST_PID)
+    cut = first_load + 20  # the start arrives 20 records late: a few ms of stream time
+    assert timedelta(0) < rest[cut].ts - moved[0].ts < timedelta(milliseconds=50)
+    return rest[:cut] + moved + rest[cut:]
+
+
+def _rows_initiated_by_test_exe(tmp_path: Path, window: ReorderWindow) -> list[str]:
+    (tmp_path / "f.kql").write_text(
+        "// id: t-f\n// severity: low\nDeviceImageLoadEvents | where InitiatingProcessId == 3676"
+        " | project Timestamp, FolderPath, InitiatingProcessFileName\n",
+        encoding="utf-8",
+    )
+    ruleset, failures = RuleSet.load([tmp_path / "f.kql"], builtin=False)
+    assert not failures
+    out = Collect()
+    q = RecordQueue(1 << 16)
+    loop = LiveLoop(q, Decoder(), Normalizer(RecordingHeader()), Detector(ruleset, "live:test"), [out],
+                    reorder=window)  # fmt: skip
+    for rec in _late_process_start():
+        loop.on_record(rec)
+    loop.finish()
+    return [str(a["row"]["InitiatingProcessFileName"]) for a in out.alerts]
+
+
+def test_the_reorder_window_gives_rows_the_process_that_started_ms_earlier_but_arrived_later(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    unordered = _rows_initiated_by_test_exe(tmp_path / "a", ReorderWindow(seconds=0))
+    assert unordered.count("") >= 5  # without reordering the first rows miss their InitiatingProcess
+    window = ReorderWindow(seconds=2)
+    ordered = _rows_initiated_by_test_exe(tmp_path / "b", window)
+    assert len(ordered) == len(unordered) and set(ordered) == {"Test.x64.exe"}
+    assert window.reordered == 2 and window.late == 0
+
+
+def test_the_reorder_window_is_bounded_and_releases_a_quiet_stream() -> None:
+    now = [0.0]
+    window = ReorderWindow(seconds=2, capacity=100, monotonic=lambda: now[0])
+    decoder = Decoder()
+    events = [ev for r in etl_records(3000) if (ev := decoder.decode(r)) is not None]
+    released = []
+    for ev in reversed(events[:500]):  # worst case: newest first
+        released += window.push(ev)
+    assert len(window) == 100  # never more than the capacity held
+    now[0] = 1.0
+    assert list(window.idle()) == []  # waited less than the window
+    now[0] = 2.5
+    released += window.idle()  # the stream went quiet: everything held for 2 s of wall time leaves
+    assert len(window) == 0 and len(released) == 500
+    # past the capacity the oldest leave early; what then comes older still is passed on at once (late)
+    assert window.reordered == 100 and window.reordered + window.late == 499

@@ -1,4 +1,4 @@
-"""The OS-independent decisions of the Windows layer: stale sessions, start errors, host header, volumes."""
+"""The OS-independent parts of the Windows layer: host header, SIDs, volumes, elevation."""
 
 from __future__ import annotations
 
@@ -7,25 +7,9 @@ import sys
 import pytest
 
 from etwsensor.normalize import Normalizer
-from etwsensor.sources.live import structs as S
 from etwsensor.sources.live.enrich import DeviceMapWatch, SidResolver, device_map, live_header
-from etwsensor.sources.live.session import is_elevated, stale_sessions, start_error
+from etwsensor.sources.live.win32 import is_elevated
 from tests.live.fakes import UNC_DEVICE, FakeHost
-
-
-def test_only_our_sessions_of_dead_processes_are_stale() -> None:
-    running = ["NT Kernel Logger", "EventLog-System", "etwsensor-kernel-100", "etwsensor-providers-100",
-               "etwsensor-kernel-200", "etwsensor-kernel-300", "etwsensor-kernel",
-               "etwsensor-kernel-1x"]  # fmt: skip
-    alive = {200}.__contains__
-    assert stale_sessions(running, alive, own_pid=300) == ["etwsensor-kernel-100", "etwsensor-providers-100"]
-
-
-def test_running_out_of_sessions_says_how_to_fix_it() -> None:
-    msg = start_error(S.ERROR_NO_SYSTEM_RESOURCES, "etwsensor-providers-1")
-    assert "EtwMaxLoggers" in msg and "logman query -ets" in msg and "\n" not in msg
-    assert "elevated" in start_error(S.ERROR_ACCESS_DENIED, "x")
-    assert "1234" in start_error(1234, "x")
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="the Linux answer")

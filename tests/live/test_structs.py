@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import struct
+import sys
 
 import pytest
 
@@ -23,6 +24,12 @@ def test_sizes_are_the_windows_x64_sizes() -> None:
     assert ctypes.sizeof(S.EVENT_TRACE_PROPERTIES) == 120
     assert ctypes.sizeof(S.EVENT_FILTER_DESCRIPTOR) == 16
     assert ctypes.sizeof(S.ENABLE_TRACE_PARAMETERS) == 48
+    assert ctypes.sizeof(S.EVENT_TRACE_HEADER) == 48
+    assert ctypes.sizeof(S.EVENT_TRACE) == 88
+    assert ctypes.sizeof(S.TRACE_LOGFILE_HEADER) == 280
+    assert ctypes.sizeof(S.EVENT_TRACE_LOGFILEW) == 448
+    assert S.EVENT_TRACE_LOGFILEW.LogfileHeader.offset == 120
+    assert S.EVENT_TRACE_LOGFILEW.EventRecordCallback.offset == 424
 
 
 def test_offsets_match_evntcons_h() -> None:
@@ -71,3 +78,32 @@ def test_properties_buffer_has_room_for_the_names_controltrace_writes() -> None:
 def test_event_id_filter_is_the_evntprov_layout() -> None:
     raw = bytes(S.event_id_filter((1, 2, 15)))
     assert raw == struct.pack("<BBHHHH", 1, 0, 3, 1, 2, 15)
+
+
+PYWINTRACE = [
+    # ours, pywintrace's module and structure: the same layout (pywintrace's use platform wintypes)
+    ("EVENT_RECORD", "evntcons", "EVENT_RECORD"),
+    ("EVENT_HEADER", "evntcons", "EVENT_HEADER"),
+    ("EVENT_TRACE_PROPERTIES", "evntrace", "EVENT_TRACE_PROPERTIES"),
+    ("WNODE_HEADER", "wmistr", "WNODE_HEADER"),
+    ("ENABLE_TRACE_PARAMETERS", "evntrace", "ENABLE_TRACE_PARAMETERS"),
+    ("EVENT_FILTER_DESCRIPTOR", "evntprov", "EVENT_FILTER_DESCRIPTOR"),
+    ("EVENT_TRACE_HEADER", "evntrace", "EVENT_TRACE_HEADER"),
+    ("EVENT_TRACE", "evntrace", "EVENT_TRACE"),
+    ("TRACE_LOGFILE_HEADER", "evntrace", "TRACE_LOGFILE_HEADER"),
+    ("EVENT_TRACE_LOGFILEW", "evntrace", "EVENT_TRACE_LOGFILE"),
+]
+
+
+@pytest.mark.skipif(sys.platform != "win32", reason="pywintrace imports ctypes.windll: Windows only")
+@pytest.mark.parametrize(("ours", "module", "theirs"), PYWINTRACE)
+def test_the_layouts_equal_pywintraces_on_windows(ours: str, module: str, theirs: str) -> None:
+    import importlib
+
+    mine = getattr(S, ours)
+    other = getattr(importlib.import_module(f"etw.{module}"), theirs)
+    assert ctypes.sizeof(mine) == ctypes.sizeof(other)
+    assert ctypes.alignment(mine) == ctypes.alignment(other)
+    for (name, _), (other_name, _) in zip(mine._fields_, other._fields_, strict=False):
+        if name == other_name:
+            assert getattr(mine, name).offset == getattr(other, other_name).offset, name

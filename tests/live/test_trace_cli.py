@@ -54,7 +54,8 @@ def test_plan_logman_prints_the_commands_and_a_valid_wpr_profile() -> None:
     assert kernel_keywords == ["ProcessThread", "Loader"]
     lines = out.splitlines()
     # one NT Kernel Logger session (one file, one stream) with the classic classes of every planned table
-    kernel = 'logman start "NT Kernel Logger" -p "Windows Kernel Trace" (process,registry,file,fileio,img)'
+    flags = "(process,registry,disk,file,fileio,img)"
+    kernel = f'logman start "NT Kernel Logger" -p "Windows Kernel Trace" {flags}'
     assert sum(line.startswith(kernel) for line in lines) == 1
     assert not any(line.startswith("logman update") for line in lines)
     for line in lines:  # cmd.exe would pass a trailing "REM" to logman as arguments

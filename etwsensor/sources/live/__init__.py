@@ -1,5 +1,6 @@
-"""Live tracing on Windows (issue 6): session plan, EVENT_RECORD structures, callback, health, enrichment.
+"""Live tracing on Windows: session plan, session lifecycle, EVENT_RECORD structures, callback, health,
+enrichment.
 
-Everything but ``session.py`` and the Windows half of ``enrich.py`` is OS-independent and tested on
-Linux; those two import ``etw`` (pywintrace) and ``ctypes.windll`` lazily, on Windows only.
+Only ``win32.load`` (the DLLs) and the Windows half of ``enrich.py`` need Windows; the lifecycle takes its
+advapi32 as an argument, so everything else runs on Linux against a simulated advapi32 in the tests.
 """

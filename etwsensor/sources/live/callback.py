@@ -104,6 +104,9 @@ def read_record(record: Any) -> RawRecord:
     address = _address(record)
     h = S.RECORD_LAYOUT.unpack_from(_HEADER.from_address(address))  # read in place: one copy, of the fields
     flags = h[S.R_FLAGS]
+    cpu = h[S.R_CPU]
+    if not flags & S.EVENT_HEADER_FLAG_PROCESSOR_INDEX:
+        cpu &= 0xFF  # ProcessorNumber is a byte; the next byte is Alignment, not part of the number
     length = h[S.R_USER_LEN]
     payload = ctypes.string_at(h[S.R_USER_DATA], length) if length else b""
     return RawRecord(
@@ -115,7 +118,7 @@ def read_record(record: Any) -> RawRecord:
         filetime_to_datetime(h[S.R_TS]),
         h[S.R_PID],
         h[S.R_TID],
-        h[S.R_CPU],
+        cpu,
         4 if flags & S.EVENT_HEADER_FLAG_32_BIT_HEADER else 8,
         payload,
     )
@@ -131,24 +134,31 @@ def _guid(raw: bytes) -> str:
     return text
 
 
-class RecordCallback:
-    """The function pywintrace calls with each EVENT_RECORD pointer (RETURN_RAW_UNFORMATTED_DATA).
+_LOST_KINDS = {S.RT_LOST_EVENT: "RTLostEvent", S.RT_LOST_BUFFER: "RTLostBuffer", S.RT_LOST_FILE: "RTLostFile"}
 
-    Never raises: an exception in an ETW callback can stop the trace. pywintrace 0.2.0 calls it as
-    ``callback((event_id, record))``; a bare pointer is accepted too.
+
+class RecordCallback:
+    """What each session's EventRecordCallback hands an EVENT_RECORD address to, with the session's name.
+
+    Never raises: an exception in an ETW callback can stop the trace. The records ETW inserts when it lost
+    events (Lost_Event class: RTLostEvent, RTLostBuffer) are counted per session in ``lost``, not queued.
     """
 
     def __init__(self, out: RecordQueue) -> None:
         self.out = out
         self.bad = 0  # records that could not be read (NULL pointer, unreadable header)
         self.last_error = ""
+        self.lost: dict[tuple[str, str], int] = {}  # (session, RTLostEvent/RTLostBuffer/RTLostFile) → records
 
-    def __call__(self, arg: Any) -> None:
-        record = arg[1] if isinstance(arg, tuple) else arg
+    def __call__(self, record: Any, session: str = "") -> None:
         try:
             rec = read_record(record)
         except Exception as exc:  # counted, never raised into ETW
             self.bad += 1
             self.last_error = repr(exc)
+            return
+        if rec.guid == S.LOST_EVENT_GUID:
+            key = (session, _LOST_KINDS.get(rec.opcode, f"RTLost{rec.opcode}"))
+            self.lost[key] = self.lost.get(key, 0) + 1
             return
         self.out.offer(rec)

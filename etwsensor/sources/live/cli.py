@@ -2,17 +2,21 @@
 
 Live: session callback → bounded queue → worker thread (decode → normalize → detect → sinks, and the
 recording with ``--record``); the main thread runs the watchdog every ``POLL_SECONDS`` until
-``--duration`` or Ctrl-C, then stops the sessions, drains the queue and prints the replay summary.
+``--duration``, Ctrl-C, ``--stop-file`` or every session given up, then stops the sessions (keeping their
+last counters), drains the queue and prints the replay summary. Exit codes: 0, 2 (cannot start),
+3 (every session was stopped and could not be restarted).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
+import re
+import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,9 +26,15 @@ from etwsensor.exitcodes import SKIP_BAD_RULES_HELP
 from etwsensor.sources.live.callback import RecordCallback
 from etwsensor.sources.live.enrich import HostApi
 from etwsensor.sources.live.health import SessionStats
+from etwsensor.sources.live.lifecycle import rename_sessions
 from etwsensor.sources.live.plan import PlanError, TracePlan, plan_for_rules
 
 POLL_SECONDS = 2.0
+TICK_SECONDS = 0.25  # how soon the deadline or the stop file is noticed
+BACKOFF = (1.0, 60.0)  # seconds before the first retry of a failed restart, and the longest wait
+MAX_RESTART_FAILURES = 8  # then the session is given up (about four minutes of retries)
+SESSION_PREFIX = re.compile(r"[A-Za-z0-9._-]{1,64}")
+EXIT_BLIND = 3  # every session stopped and could not be restarted: the live input was lost
 QUEUE_CAPACITY = 262_144  # records (a few seconds of a busy host): a burst waits, a flood is dropped+counted
 
 
@@ -68,6 +78,12 @@ def trace_command(
     ),
     json_summary: bool = typer.Option(False, "--json-summary", help="The closing summary as JSON on stderr."),
     skip_bad_rules: bool = typer.Option(False, "--skip-bad-rules", help=SKIP_BAD_RULES_HELP),
+    stop_file: Path | None = typer.Option(
+        None, "--stop-file", help="Stop (as Ctrl-C does) when this file appears: for scripts and CI."
+    ),
+    session_prefix: str = typer.Option(
+        "etwsensor", "--session-prefix", help="ETW session names: PREFIX-kernel and PREFIX-providers."
+    ),
 ) -> None:
     """Trace this Windows host live (administrator), or show the plan with --plan (any OS)."""
     from etwsensor.cli import _load_rules, _settings_or_exit
@@ -75,13 +91,15 @@ def trace_command(
     if (as_json or logman) and not plan_only:
         _say("error: --json and --logman go with --plan")
         raise typer.Exit(2)
+    if not SESSION_PREFIX.fullmatch(session_prefix):
+        _say("error: --session-prefix takes 1-64 letters, digits, '.', '_' or '-'")
+        raise typer.Exit(2)
     settings = _settings_or_exit(config)
     ruleset, rules_code = _load_rules(
         [*settings.rules.paths, *rules], settings.rules.builtin and not no_builtin, skip_bad_rules
     )
-    instance = None if plan_only else str(os.getpid())
     try:
-        plan = plan_for_rules(ruleset, classic_fallback=classic_fallback, instance=instance)
+        plan = rename_sessions(plan_for_rules(ruleset, classic_fallback=classic_fallback), session_prefix)
     except PlanError as exc:
         _say(f"error: {exc}")
         raise typer.Exit(2) from exc
@@ -99,30 +117,62 @@ def trace_command(
         _say(f"error: live tracing needs Windows (this is {sys.platform}); `trace --plan` shows what it "
              "would start, `trace --plan --logman` how to capture an .etl for replay")  # fmt: skip
         raise typer.Exit(2)
-    from etwsensor.sources.live.session import is_elevated
+    from etwsensor.sources.live.win32 import is_elevated
 
     if not is_elevated():
         _say("error: live tracing needs an elevated (administrator) prompt")
         raise typer.Exit(2)
     from etwsensor.sources.live.enrich import WindowsHostApi
-    from etwsensor.sources.live.session import EtwSessions
+    from etwsensor.sources.live.lifecycle import EtwSessions
 
-    run_live(plan, ruleset, settings, sink, record, duration, json_summary, WindowsHostApi(), EtwSessions)
-    raise typer.Exit(rules_code)
+    code = run_live(plan, ruleset, settings, sink, record, duration, json_summary, WindowsHostApi(),
+                    EtwSessions, stop_file)  # fmt: skip
+    raise typer.Exit(code or rules_code)
 
 
 class LiveSessions(Protocol):
-    """What the live loop needs from the sessions (session.EtwSessions; a fake in the tests)."""
+    """What the live loop needs from the sessions: lifecycle.EtwSessions (a simulated advapi32 in tests)."""
 
     on_consumer_end: Callable[[str], None] | None
+    warnings: list[str]
 
     def start(self) -> None: ...
 
-    def stop(self) -> None: ...
+    def stop(self) -> dict[str, SessionStats]: ...
 
     def query(self, name: str) -> SessionStats | None: ...
 
     def restart(self, name: str) -> bool: ...
+
+
+@contextlib.contextmanager
+def _ctrl_c_ignored() -> Iterator[None]:
+    """During shutdown a second Ctrl-C must not leave a session running: it is ignored until we are done."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def _ctrl_c_deferred() -> Iterator[None]:
+    """While sessions start, a Ctrl-C waits for the Win32 call in progress: a handle that call returns is
+    never lost to the interrupt, so the stop that follows closes everything. Raised when the block ends."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pressed: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pressed:
+        raise KeyboardInterrupt
 
 
 def run_live(
@@ -135,21 +185,26 @@ def run_live(
     json_summary: bool,
     host: HostApi,
     make_sessions: Callable[[TracePlan, RecordCallback], LiveSessions],
-) -> None:
-    """Trace until ``duration`` or Ctrl-C; the Windows parts come in as ``host`` and ``make_sessions``."""
+    stop_file: Path | None = None,
+) -> int:
+    """Trace until ``duration``, Ctrl-C, ``stop_file`` or every session given up; the exit code.
+
+    The Windows parts come in as ``host`` and ``make_sessions``. Whatever ends the trace, the sessions are
+    stopped (their last counters kept), the queue drained and the summary printed.
+    """
     from etwsensor.alerts.allowlist import Allowlist
     from etwsensor.decode import Decoder
     from etwsensor.normalize import Normalizer
     from etwsensor.pipeline import Detector, suppressor_from
     from etwsensor.sinks import SinkConfigError, open_sinks
     from etwsensor.sources.live.callback import RecordQueue
-    from etwsensor.sources.live.enrich import DeviceMapWatch, live_header, pointer_size
+    from etwsensor.sources.live.enrich import DeviceMapWatch, live_header
     from etwsensor.sources.live.health import Watchdog
+    from etwsensor.sources.live.lifecycle import LiveError
     from etwsensor.sources.live.runner import LiveLoop
-    from etwsensor.sources.live.session import LiveError
     from etwsensor.sources.recording import RecordingWriter
 
-    header = live_header(host, pointer_size())
+    header = live_header(host, host.os_pointer_size())
     sup = settings.suppression
     per_rule = {k: (v.window_seconds, v.key_columns) for k, v in sup.rules.items()}
     suppressor = suppressor_from(sup.window_seconds, sup.key_columns, per_rule)
@@ -165,52 +220,91 @@ def run_live(
     decoder = Decoder()  # providers/, the tamper watch's Kernel-EventTracing included
     normalizer = Normalizer(header, device_map=settings.device_map, gates=ruleset.row_gates())
     loop = LiveLoop(records, decoder, normalizer, detector, [sinks], recorder)
-    sessions = make_sessions(plan, RecordCallback(records))
+    callback = RecordCallback(records)
+    sessions = make_sessions(plan, callback)
     host_ids = (header.host.name, header.host.device_id)
-    watchdog = Watchdog(sessions, plan.session_names(), loop.send, host=host_ids)
+    watchdog = Watchdog(sessions, plan.session_names(), loop.send, host=host_ids, backoff_first=BACKOFF[0],
+                        backoff_max=BACKOFF[1], max_failures=MAX_RESTART_FAILURES)  # fmt: skip
     loop.watchdog = watchdog
     sessions.on_consumer_end = watchdog.consumer_returned
     volumes = DeviceMapWatch(host, header.device_map)
     worker = threading.Thread(target=loop.run, name="etwsensor-worker", daemon=True)
     worker.start()
+    failed: LiveError | None = None
+    ended = "Ctrl-C"
     try:
-        sessions.start()
-    except LiveError as exc:
-        sessions.stop()  # the ones that did start
-        loop.stop()
-        worker.join()
-        if recorder is not None:
-            recorder.close()
-        sinks.close()
-        _say(f"error: {exc}")
-        raise typer.Exit(2) from exc
-    _say(f"tracing: sessions {', '.join(plan.session_names())}; Ctrl-C to stop")
-    deadline = time.monotonic() + duration if duration else None
-    try:
-        while deadline is None or time.monotonic() < deadline:
-            left = POLL_SECONDS if deadline is None else deadline - time.monotonic()
-            time.sleep(max(0.0, min(POLL_SECONDS, left)))
-            watchdog.poll()
-            watchdog.queue_drops(records.dropped)
-            for ev in volumes.changes():
-                loop.on_event(ev)
+        try:
+            with _ctrl_c_deferred():
+                sessions.start()
+        except LiveError as exc:
+            failed = exc
+        else:
+            for warning in sessions.warnings:
+                _say(f"warning: {warning}")
+            how = f" or create {stop_file}" if stop_file is not None else ""
+            _say(f"tracing: sessions {', '.join(plan.session_names())}; Ctrl-C{how} to stop")
+            ended = _wait(duration, stop_file, watchdog, records, callback, volumes, loop)
     except KeyboardInterrupt:
-        _say("stopping (Ctrl-C)")
+        ended = "Ctrl-C"
     finally:
-        watchdog.shutdown()  # our own stops raise SessionStop events too
-        sessions.stop()
-        loop.stop()
-        worker.join()
-        summary = loop.finish()
-        if recorder is not None:
-            recorder.close()
-        sinks.close()
+        with _ctrl_c_ignored():
+            watchdog.shutdown()  # our own stops raise SessionStop events too
+            final = sessions.stop()
+            watchdog.final(final)
+            watchdog.lost_records(callback.lost)
+            watchdog.queue_drops(records.dropped)
+            loop.stop()
+            worker.join()
+            summary = loop.finish()
+            if recorder is not None:
+                recorder.close()
+            sinks.close()
+    if failed is not None:
+        _say(f"error: {failed}")
+        return 2
+    _say(f"stopping ({ended})")
     summary.sinks = {getattr(sinks, "name", "sinks"): sinks.state()}
     doc = summary.as_json()
-    doc["live"] = {"queue": records.stats(), "health": watchdog.state(), "worker_errors": loop.errors}
+    doc["live"] = {"queue": records.stats(), "health": watchdog.state(), "worker_errors": loop.errors,
+                   "ended": ended, "warnings": list(sessions.warnings),
+                   "reorder": {"reordered": loop.reorder.reordered, "late": loop.reorder.late},
+                   "bad_records": callback.bad}  # fmt: skip
     if recorder is not None:
         _say(f"recorded {recorder.events} events to {record}")
     print_summary(doc, json_summary)
+    return EXIT_BLIND if watchdog.blind else 0
+
+
+def _wait(
+    duration: float | None,
+    stop_file: Path | None,
+    watchdog: Any,
+    records: Any,
+    callback: RecordCallback,
+    volumes: Any,
+    loop: Any,
+) -> str:
+    """The main thread while tracing: watchdog every POLL_SECONDS; returns why the trace ends."""
+    start = time.monotonic()
+    deadline = start + duration if duration else None
+    next_poll = start + POLL_SECONDS
+    while True:
+        now = time.monotonic()
+        if deadline is not None and now >= deadline:
+            return "duration"
+        if stop_file is not None and stop_file.exists():
+            return "stop file"
+        if watchdog.blind:
+            return "every session lost"
+        if now >= next_poll:
+            next_poll = now + POLL_SECONDS
+            watchdog.poll()
+            watchdog.queue_drops(records.dropped)
+            watchdog.lost_records(callback.lost)
+            for ev in volumes.changes():
+                loop.on_event(ev)
+        wake = min(next_poll, deadline if deadline is not None else next_poll, now + TICK_SECONDS)
+        time.sleep(max(0.0, wake - time.monotonic()))
 
 
 def print_summary(doc: dict[str, Any], as_json: bool) -> None:

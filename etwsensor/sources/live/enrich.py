@@ -9,7 +9,6 @@ from __future__ import annotations
 import ctypes
 import platform
 import socket
-import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -37,6 +36,9 @@ class HostApi(Protocol):
     def host_name(self) -> str: ...
 
     def os_build(self) -> str: ...
+
+    def os_pointer_size(self) -> int:
+        """The OS's pointer size (8 on 64-bit Windows, even under a 32-bit Python): the kernel's records'."""
 
 
 def device_map(api: HostApi) -> dict[str, str]:
@@ -123,11 +125,10 @@ class WindowsHostApi:
     """kernel32/advapi32 through ctypes; only constructed on Windows."""
 
     def __init__(self) -> None:
-        if sys.platform != "win32":
-            raise OSError("WindowsHostApi needs Windows")
-        loader: Any = getattr(ctypes, "WinDLL")  # noqa: B009 - absent from ctypes off Windows
-        self._k32: Any = loader("kernel32", use_last_error=True)
-        self._adv: Any = loader("advapi32", use_last_error=True)
+        from etwsensor.sources.live import win32
+
+        self._k32: Any = win32.load("kernel32")  # every function with its argtypes/restype
+        self._adv: Any = win32.load("advapi32")
 
     def logical_drives(self) -> list[str]:
         mask = self._k32.GetLogicalDrives()
@@ -177,6 +178,8 @@ class WindowsHostApi:
     def os_build(self) -> str:
         return platform.version()
 
-
-def pointer_size() -> int:
-    return ctypes.sizeof(ctypes.c_void_p)
+    def os_pointer_size(self) -> int:
+        wow64 = ctypes.c_int32(0)
+        if self._k32.IsWow64Process(self._k32.GetCurrentProcess(), ctypes.byref(wow64)) and wow64.value:
+            return 8  # a 32-bit process on 64-bit Windows
+        return ctypes.sizeof(ctypes.c_void_p)

@@ -90,12 +90,13 @@ CLASSIC_FALLBACK: Mapping[str, Needs] = {
 }
 
 # Enable flags per classic class (names from providers/*.classic.yaml). FileIo: DISK_FILE_IO gives the
-# name records and rundown, FILE_IO_INIT the operations; FILE_IO (completions) is left off.
+# name records and rundown and takes effect only with DISK_IO beside it (EVENT_TRACE_PROPERTIES docs);
+# FILE_IO_INIT the operations; FILE_IO (completions) is left off.
 CLASSIC_FLAGS: Mapping[str, tuple[str, ...]] = {
     "Process": ("PROCESS",),
     "Image": ("IMAGE_LOAD",),
     "Registry": ("REGISTRY",),
-    "FileIo": ("DISK_FILE_IO", "FILE_IO_INIT"),
+    "FileIo": ("DISK_IO", "DISK_FILE_IO", "FILE_IO_INIT"),
 }
 
 # Manifest providers that want their rundown (EVENT_CONTROL_CODE_CAPTURE_STATE) after enabling.

@@ -38,8 +38,10 @@ MAX_EVENT_FILTER_EVENT_ID_COUNT = 64  # evntprov.h; Windows 8.1+
 TRACE_LEVEL_VERBOSE = 5
 CAPTURED_DATA_VALUE = 2  # the 4-byte payload of the Kernel-Registry captured-data descriptor
 
-# Session stop (3, 11) and provider disable (15, 41), CORRECTIONS §6.
-TAMPER_EVENTS: tuple[str, ...] = ("SessionStop", "SessionStop11", "ProviderDisable", "ProviderDisable41")
+# Session stop (3, 11), provider disable (15, 41), CORRECTIONS §6, and provider enable (14): re-enabling with
+# keyword 0 or level 0 blinds a provider without a disable.
+TAMPER_EVENTS: tuple[str, ...] = ("SessionStop", "SessionStop11", "ProviderEnable", "ProviderDisable",
+                                  "ProviderDisable41")  # fmt: skip
 
 
 @cache

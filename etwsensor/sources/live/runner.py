@@ -3,13 +3,20 @@
 OS-independent: the Windows layer only fills the queue. The same building blocks as
 ``etwsensor.pipeline.replay`` (Decoder, Normalizer, Detector, newest-event stream clock, flush at the
 end), so a recording made with ``--record`` replays to the same alerts.
+
+Events reach the queue out of time order: two sessions flush their buffers independently (each at least
+once per FlushTimer, one second) and each session has one buffer per CPU. A file or registry row
+whose process started a few milliseconds earlier in the other session would miss its InitiatingProcess,
+so the worker holds events in a ``ReorderWindow`` and releases them in timestamp order.
 """
 
 from __future__ import annotations
 
+import heapq
 import threading
-from collections.abc import Iterable
-from datetime import datetime
+import time
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime, timedelta
 from typing import Any
 
 from etwsensor.decode.decoder import Decoder
@@ -19,6 +26,72 @@ from etwsensor.pipeline import AlertSink, Detector, ReplaySummary, add_row_count
 from etwsensor.sources.live.callback import RecordQueue
 from etwsensor.sources.live.health import EVENT_TRACING, Watchdog
 from etwsensor.sources.recording import RecordingWriter
+
+REORDER_SECONDS = 2.0  # the FlushTimer (1 s) of the later session plus a second of slack
+REORDER_CAPACITY = 65_536
+_NONE: list[RawEvent] = []  # returned when nothing is due; never appended to
+
+
+class ReorderWindow:
+    """Holds events for ``seconds`` of stream time and releases them oldest first.
+
+    An event leaves when the stream has moved ``seconds`` past it (an event that old from the other
+    session's buffers would have arrived), when it has waited ``seconds`` of wall time (a quiet stream),
+    or when more than ``capacity`` are held (a flood: oldest first, the window shrinks rather than grow).
+    Events older than one already released go out at once: they cannot be put back in order.
+    """
+
+    def __init__(self, seconds: float = REORDER_SECONDS, capacity: int = REORDER_CAPACITY,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        self.window = timedelta(seconds=seconds)
+        self.seconds = seconds
+        self.capacity = capacity
+        self.monotonic = monotonic
+        self._heap: list[tuple[datetime, int, float, RawEvent]] = []
+        self._seq = 0
+        self.newest: datetime | None = None
+        self.released: datetime | None = None
+        self.reordered = 0  # events that arrived before one with an earlier timestamp
+        self.late = 0  # events older than one already released: passed on out of order
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def push(self, ev: RawEvent) -> list[RawEvent]:
+        """Add ``ev``; the events now due, in timestamp order."""
+        ts = ev.ts
+        if self.released is not None and ts < self.released:
+            self.late += 1
+            return [ev]
+        if self.newest is None or ts >= self.newest:
+            self.newest = ts
+        else:
+            self.reordered += 1
+        self._seq += 1
+        heapq.heappush(self._heap, (ts, self._seq, self.monotonic(), ev))
+        heap = self._heap
+        due = self.newest - self.window
+        if heap[0][0] > due and len(heap) <= self.capacity:
+            return _NONE
+        out = []
+        while heap and (heap[0][0] <= due or len(heap) > self.capacity):
+            out.append(self._pop())
+        return out
+
+    def idle(self) -> Iterator[RawEvent]:
+        """The events that have waited the window in wall time (the stream went quiet)."""
+        limit = self.monotonic() - self.seconds
+        while self._heap and self._heap[0][2] <= limit:
+            yield self._pop()
+
+    def drain(self) -> Iterator[RawEvent]:
+        while self._heap:
+            yield self._pop()
+
+    def _pop(self) -> RawEvent:
+        ts, _, _, ev = heapq.heappop(self._heap)
+        self.released = ts
+        return ev
 
 
 class LiveLoop:
@@ -33,6 +106,7 @@ class LiveLoop:
         sinks: Iterable[AlertSink],
         recorder: RecordingWriter | None = None,
         watchdog: Watchdog | None = None,
+        reorder: ReorderWindow | None = None,
     ) -> None:
         self.records = records
         self.decoder = decoder
@@ -41,6 +115,7 @@ class LiveLoop:
         self.sinks = list(sinks)
         self.recorder = recorder
         self.watchdog = watchdog
+        self.reorder = reorder if reorder is not None else ReorderWindow()
         self.summary = ReplaySummary(inputs=[detector.source])
         self.clock: datetime | None = None
         self.stopping = threading.Event()
@@ -55,8 +130,13 @@ class LiveLoop:
             rec = take(idle_timeout)
             if rec is not None:
                 self.on_record(rec)
+            else:
+                for ev in self.reorder.idle():
+                    self.on_event(ev)
         while (rec := take(0)) is not None:
             self.on_record(rec)
+        for ev in self.reorder.drain():
+            self.on_event(ev)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -69,7 +149,8 @@ class LiveLoop:
             if self.watchdog is not None:
                 self.watchdog.on_event(ev)
             return
-        self.on_event(ev)
+        for due in self.reorder.push(ev):
+            self.on_event(due)
 
     def on_event(self, ev: RawEvent) -> None:
         """One event into the recording and the pipeline (also used for synthetic VolumeMapping events)."""
@@ -99,7 +180,9 @@ class LiveLoop:
                     self.errors += 1
 
     def finish(self) -> ReplaySummary:
-        """End of stream: rows waiting on a partner event, then the counts."""
+        """End of stream: events still held for reordering, rows waiting on a partner event, the counts."""
+        for ev in self.reorder.drain():
+            self.on_event(ev)
         with self._lock:
             for table, row in self.normalizer.flush():
                 self._row(table, row, self.clock)
