@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
+
 from etwsensor.alerts.model import Alert
 from etwsensor.events import RawEvent
 from etwsensor.sources.live.health import (
@@ -255,3 +257,16 @@ def test_lost_event_records_and_the_final_stop_counters_count_as_loss() -> None:
     state = dog.state()["sessions"]
     assert state[KERNEL]["losses"] == {"EventsLost": 7, "RTLostBuffer": 1, "RealTimeBuffersLost": 2}
     assert state[KERNEL]["lost"] == 10 and state[PROVIDERS]["lost"] == 3
+
+
+def test_the_real_provider_enable_events_of_a_windows_trace_decode_and_are_not_tamper() -> None:
+    # perfview's trace holds 15 ProviderEnable version 0 events (no keyword or level fields): never tamper
+    from etwsensor.sources.etl_source import EtlSource
+    from tests.live.records import ETL
+
+    enables = [e for e in EtlSource(ETL).events() if e.name == "ProviderEnable"]
+    assert len(enables) == 15 and enables[0].fields["SessionName"] == "PerfViewSession"
+    _etw, _clock, out, dog = make()
+    for e in enables:
+        dog.on_event(msgspec.structs.replace(e, fields={**e.fields, "SessionName": PROVIDERS}))
+    assert out == []
