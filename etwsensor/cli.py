@@ -320,6 +320,9 @@ def replay_command(
         False, "--json-summary", help="The closing summary as one JSON object on stderr."
     ),
     skip_bad_rules: bool = typer.Option(False, "--skip-bad-rules", help=SKIP_BAD_RULES_HELP),
+    files_from: str | None = typer.Option(
+        None, "--files-from", help='Collected files for hashes/version/signatures: DIR or "C:=DIR;D:=DIR2".'
+    ),
 ) -> None:
     """Replay traces through the normalizer and the rules; alerts go to the sinks (stdout by default)."""
     from etwsensor.alerts.allowlist import Allowlist
@@ -327,6 +330,7 @@ def replay_command(
     from etwsensor.sinks import SinkConfigError, open_sinks, undelivered
 
     _check_inputs(files)
+    _check_files_from(files_from)
     settings = _settings_or_exit(config)
     pinned = _parse_now(now)
     ruleset, rules_code = _load_rules(
@@ -355,7 +359,8 @@ def replay_command(
     try:
         with _progress() as progress:
             summary = replay(
-                files, detector, [sinks], device_map or settings.device_map, pinned, progress, heartbeat
+                files, detector, [sinks], device_map or settings.device_map, pinned, progress, heartbeat,
+                files_from=files_from,
             )
     finally:
         sinks.close()  # delivers what it can; the rest stays spooled for the next run
@@ -369,6 +374,18 @@ def replay_command(
     )
     if code:
         raise typer.Exit(code)
+
+
+def _check_files_from(spec: str | None) -> None:
+    if spec is None:
+        return
+    from etwsensor.enrich import FilesFromError, parse_files_from
+
+    try:
+        parse_files_from(spec)
+    except FilesFromError as exc:
+        say(f"error: {exc}")
+        raise typer.Exit(2) from exc
 
 
 @contextmanager
@@ -414,10 +431,27 @@ def _print_summary(doc: dict[str, Any], as_json: bool, rule_names: dict[str, str
     )
     for name, state in doc["sinks"].items():
         say(f"sink {name}: {json.dumps(state)}")
+    for line in _enrich_lines(doc.get("enrich") or {}):
+        say(line)
     for d in doc["damage"]:
         say(f"damaged: {d}")
     if doc.get("interrupted"):
         say("interrupted (Ctrl-C): the counts above are the run so far")
+
+
+def _enrich_lines(enrich: dict[str, Any]) -> list[str]:
+    """Image facts per input: where from and how many rows they filled, or why the columns stay empty."""
+    lines: list[str] = []
+    for path, doc in (enrich.get("inputs") or {}).items():
+        if doc.get("source") is None:
+            lines.append(f"image facts for {path}: none; {doc['why']}. Empty: SHA1, SHA256, MD5, FileSize, "
+                         "*VersionInfo*, InitiatingProcess hashes, version and signature")  # fmt: skip
+            continue
+        errors = ", ".join(f"{k} {v}" for k, v in sorted(doc["errors"].items())) or "none"
+        lines.append(f"image facts for {path} from {doc['source']}: {doc['facts']:,} files, "
+                     f"{doc['rows_filled']:,} rows filled, {doc['rows_without_facts']:,} without; "
+                     f"files not usable: {errors}")  # fmt: skip
+    return lines
 
 
 @app.command("baseline")

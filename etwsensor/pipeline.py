@@ -86,6 +86,7 @@ class ReplaySummary:
     damage: list[str] = field(default_factory=list)
     sinks: dict[str, Any] = field(default_factory=dict)
     interrupted: bool = False  # Ctrl-C: the counts are the run so far
+    enrich: dict[str, Any] = field(default_factory=dict)  # image facts: where from, counts, what stayed empty
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -106,6 +107,7 @@ class ReplaySummary:
             "damage": self.damage,
             "sinks": self.sinks,
             "interrupted": self.interrupted,
+            "enrich": self.enrich,
         }
 
 
@@ -126,6 +128,7 @@ def _row_batches(
     gates: Mapping[str, RowGate],
     summary: ReplaySummary,
     by_provider: Counter[str] | None = None,
+    files_from: str | None = None,
 ) -> Iterator[tuple[Sequence[TableRow], datetime | None, int]]:
     """The rows of one input, in batches (the rows one event completes) with their event time and
     the rows made so far in this input (built or skipped by a gate: the count the summary shows);
@@ -150,7 +153,12 @@ def _row_batches(
             summary.damage.append(f"{path}: {rows.bad} bad line(s) skipped")
         return
     source = open_source(path)
-    normalizer = Normalizer(source.header, device_map=device_map, gates=gates)
+    facts = None
+    if files_from is not None:
+        from etwsensor.enrich import offline_enricher
+
+        facts = offline_enricher(files_from)
+    normalizer = Normalizer(source.header, device_map=device_map, gates=gates, facts=facts)
     process = normalizer.process
     rows_sink = normalizer.sink  # its report_id counts every row made, built or skipped
     for event in source.events():
@@ -170,6 +178,29 @@ def _row_batches(
     summary.unresolved.update(normalizer.sink.unresolved)
     summary.rows_skipped.update(normalizer.sink.skipped)
     summary.damage.extend(str(d) for d in source.damage)
+    _add_enrich(summary, str(path), normalizer.facts, files_from)
+
+
+def _add_enrich(summary: ReplaySummary, path: str, facts: Any, files_from: str | None) -> None:
+    """Per input: where its image facts came from and, when from nowhere, which columns stay empty."""
+    from etwsensor.enrich import enriched_columns
+
+    per_input = summary.enrich.setdefault("inputs", {})
+    if facts is not None:
+        doc = facts.stats()
+        doc["source"] = "--files-from " + files_from if files_from else "recorded ImageFacts events"
+        per_input[path] = doc
+        return
+    per_input[path] = {
+        "source": None,
+        "empty_columns": {t: enriched_columns(t) for t in _ENRICHED_TABLES},
+        "why": "the input holds no ImageFacts events and no --files-from folder was given: hashes, file "
+        "sizes, version info and signatures cannot be computed without the files",
+    }
+
+
+_ENRICHED_TABLES = ("DeviceProcessEvents", "DeviceImageLoadEvents", "DeviceFileEvents",
+                    "DeviceRegistryEvents")  # fmt: skip
 
 
 def input_rows(path: Path, device_map: str | None, summary: ReplaySummary) -> Iterator[TableRow]:
@@ -187,10 +218,12 @@ def replay(
     now: datetime | None = None,
     progress: Progress | None = None,
     heartbeat: Heartbeat | None = None,
+    files_from: str | None = None,
 ) -> ReplaySummary:
     """Run every input through the detector and the sinks, in order. Never raises on bad input.
     With a ``heartbeat``, its start record goes out first, its stop record last, and running records
-    between rows whenever its interval has passed."""
+    between rows whenever its interval has passed.
+    ``files_from``: a ``--files-from`` folder map; image facts are computed from those files."""
     from etwsensor.sources import SourceOpenError
 
     summary = ReplaySummary()
@@ -217,7 +250,8 @@ def replay(
             detector.source = str(path)
             clock: datetime | None = now  # per input: each file is its own stream
             try:
-                for batch, ts, made in _row_batches(path, device_map, gates, summary, by_provider):
+                batches = _row_batches(path, device_map, gates, summary, by_provider, files_from)
+                for batch, ts, made in batches:
                     if now is None and ts is not None and (clock is None or ts > clock):
                         clock = ts
                     for table, row in batch:

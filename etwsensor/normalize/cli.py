@@ -94,11 +94,22 @@ def normalize_command(
     json_summary: bool = typer.Option(
         False, "--json-summary", help="Print one JSON summary object on stdout instead of the rows."
     ),
+    files_from: str | None = typer.Option(
+        None, "--files-from", help='Collected files for hashes/version/signatures: DIR or "C:=DIR;D:=DIR2".'
+    ),
 ) -> None:
     """Normalize FILE into Defender table rows (NDJSON on stdout, summary on stderr)."""
+    from etwsensor.enrich import Enricher, FilesFromError, offline_enricher
     from etwsensor.sources import SourceOpenError, open_source, source_kind
 
     tables = _tables(table)
+    facts: Enricher | None = None
+    if files_from is not None:
+        try:
+            facts = offline_enricher(files_from)
+        except FilesFromError as exc:
+            _say(f"error: {exc}")
+            raise typer.Exit(EXIT_USAGE) from exc
     pinned: dict[str, str] | None = None
     if device_map is not None:
         try:
@@ -128,7 +139,7 @@ def normalize_command(
         except SourceOpenError as exc:
             _say(f"error: {exc}")
             raise typer.Exit(EXIT_USAGE) from exc
-        normalizer = Normalizer(source.header, device_map=pinned)
+        normalizer = Normalizer(source.header, device_map=pinned, facts=facts)
         rows = _event_rows(normalizer, source.events())
 
     counts: dict[str, dict[str, int]] = {}

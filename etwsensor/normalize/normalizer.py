@@ -9,7 +9,7 @@ dicts keyed by Defender column names (a missing column means the table default);
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from etwsensor.events import DecodeStatus, RawEvent
 from etwsensor.normalize.accounts import AccountResolver
@@ -22,6 +22,9 @@ from etwsensor.normalize.registry import RegistryTracker
 from etwsensor.normalize.rows import Handlers, Row, RowGate, RowSink
 from etwsensor.normalize.win32k import Win32kTracker
 from etwsensor.sources.header import RecordingHeader
+
+if TYPE_CHECKING:
+    from etwsensor.enrich import Enricher
 
 TableRow = tuple[str, Row]
 _NO_ROWS: tuple[TableRow, ...] = ()
@@ -38,6 +41,9 @@ class Normalizer:
     ``gates`` (``RuleSet.row_gates()``): when given, image-load and file rows that no loaded rule
     can match are counted but not built (``stats()["skipped"]``); the pipeline passes them, the
     ``normalize`` command does not.
+
+    ``facts`` (etwsensor.enrich): fills hashes, sizes, version info and signatures into the rows of
+    each event; ImageFacts events in the stream feed it (one is made when the first arrives).
     """
 
     def __init__(
@@ -45,6 +51,7 @@ class Normalizer:
         header: RecordingHeader | None = None,
         device_map: str | Mapping[str, str] | None = None,
         gates: Mapping[str, RowGate] | None = None,
+        facts: Enricher | None = None,
     ) -> None:
         header = header or RecordingHeader()
         pinned = parse_device_map(device_map) if isinstance(device_map, str) else device_map
@@ -57,6 +64,7 @@ class Normalizer:
         self.registry = RegistryTracker(self.sink, self.processes)
         self.files = FileTracker(self.sink, self.paths, self.processes, gates=gates)
         self.win32k = Win32kTracker(self.sink, self.processes)
+        self.facts = facts
         self._pending_starts = self.processes.pending  # the same dict: checked per event, cheaply
         self._open_polls = self.win32k.open  # likewise: GetAsyncKeyState windows waiting to close
         self._handlers: Handlers = {
@@ -67,6 +75,7 @@ class Normalizer:
             **self.win32k.handlers(),
             ("SystemConfigEx", "VolumeMapping"): self._volume_mapping,
             ("SystemConfigEx", "SystemPaths"): self._system_paths,
+            ("etwsensor-ImageFacts", "ImageFacts"): self._image_facts,
         }
         self.events = 0
         self.decode_errors = 0
@@ -94,6 +103,8 @@ class Normalizer:
             return _NO_ROWS
         rows = sink.out
         sink.out = []
+        if self.facts is not None:
+            self.facts.complete(rows, event.ts)
         return rows
 
     def flush(self) -> Sequence[TableRow]:
@@ -103,6 +114,8 @@ class Normalizer:
         self.win32k.flush()
         rows = self.sink.out
         self.sink.out = []
+        if self.facts is not None and rows:
+            self.facts.complete(rows, rows[-1][1]["Timestamp"])
         return rows
 
     def _bad(self, event: RawEvent, exc: Exception) -> None:
@@ -123,6 +136,13 @@ class Normalizer:
             self.paths.set_system_root(windows)
             self.processes.remap()
 
+    def _image_facts(self, event: RawEvent) -> None:
+        if self.facts is None:
+            from etwsensor.enrich import Enricher
+
+            self.facts = Enricher()
+        self.facts.apply_event(event)
+
     # --- quality -------------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
@@ -141,4 +161,5 @@ class Normalizer:
             "bad_events": self.bad_events,
             "unknown_devices": self.paths.unknown_devices,
             "caches": caches,
+            **({"enrich": self.facts.stats()} if self.facts is not None else {}),
         }

@@ -156,14 +156,20 @@ class LiveLoop:
         """One event into the recording and the pipeline (also used for synthetic VolumeMapping events)."""
         with self._lock:
             self.summary.events += 1
+            if self.clock is None or ev.ts > self.clock:
+                self.clock = ev.ts
+            rows = self.normalizer.process(ev)
             if self.recorder is not None:
+                # Image facts that completed these rows go first, so the recording replays to the same rows.
+                facts = self.normalizer.facts
                 try:
+                    if facts is not None:
+                        for fe in facts.take_recorded():
+                            self.recorder.write(fe)
                     self.recorder.write(ev)
                 except OSError:
                     self.errors += 1
-            if self.clock is None or ev.ts > self.clock:
-                self.clock = ev.ts
-            for table, row in self.normalizer.process(ev):
+            for table, row in rows:
                 self._row(table, row, self.clock)
 
     def _row(self, table: str, row: dict[str, Any], clock: datetime | None) -> None:
@@ -186,6 +192,13 @@ class LiveLoop:
         with self._lock:
             for table, row in self.normalizer.flush():
                 self._row(table, row, self.clock)
+            facts = self.normalizer.facts
+            if facts is not None and self.recorder is not None:
+                try:  # facts that completed the last rows: a replay reads them before its own flush
+                    for fe in facts.take_recorded():
+                        self.recorder.write(fe)
+                except OSError:
+                    self.errors += 1
         s = self.summary
         totals = self.decoder.stats.totals()
         s.decode_errors = totals["decode_errors"]

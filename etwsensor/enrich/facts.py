@@ -1,0 +1,166 @@
+"""Image facts: what Defender's rows say about a file besides its path.
+
+``compute_facts(data)`` hashes the bytes (MD5, SHA1, SHA256), reads the PE version resource with
+pefile and checks an embedded Authenticode signature with LIEF. Bad input is a result, never an
+exception: a file that is not a PE, or a PE whose headers or resources are damaged, gets its hashes
+and size and an ``error`` naming what could not be read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+from typing import Any
+
+import msgspec
+
+# The version-resource keys (StringFileInfo) → the suffix of Defender's *VersionInfo* columns.
+VERSION_KEYS: dict[str, str] = {
+    "CompanyName": "CompanyName",
+    "ProductName": "ProductName",
+    "ProductVersion": "ProductVersion",
+    "InternalName": "InternalFileName",
+    "OriginalFilename": "OriginalFileName",
+    "FileDescription": "FileDescription",
+}
+_MZ = b"MZ"
+_SECURITY = 4  # IMAGE_DIRECTORY_ENTRY_SECURITY
+_RESOURCE = 2  # IMAGE_DIRECTORY_ENTRY_RESOURCE
+
+# Signature status and signer type, in Defender's words (InitiatingProcessSignatureStatus / SignerType).
+VALID, INVALID, UNSIGNED, UNKNOWN = "Valid", "Invalid", "Unsigned", "Unknown"
+
+logging.getLogger("pefile").setLevel(logging.ERROR)
+
+
+class ImageFacts(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """The facts of one file at one moment. ``error`` is "" when everything could be read, else one of
+    ``not_found``, ``unreadable``, ``too_large`` (size only), ``not_pe`` (hashes only) or
+    ``malformed_pe`` (hashes, and what the damaged PE still gave)."""
+
+    path: str  # as the rows name it (DOS form)
+    size: int | None = None
+    sha1: str = ""
+    sha256: str = ""
+    md5: str = ""
+    version: dict[str, str] = msgspec.field(default_factory=dict)  # Defender column suffix → value
+    signature_status: str = ""  # Valid / Invalid / Unsigned / Unknown; "" when not a PE
+    signer: str = ""  # subject CN (or full subject) of the signing certificate
+    signer_type: str = ""  # OsVendor / Microsoft / Unknown
+    error: str = ""
+
+
+def hashes(data: bytes) -> tuple[str, str, str]:
+    """(md5, sha1, sha256) in lowercase hex, as Defender writes them."""
+    return hashlib.md5(data).hexdigest(), hashlib.sha1(data).hexdigest(), hashlib.sha256(data).hexdigest()
+
+
+def compute_facts(path: str, data: bytes) -> ImageFacts:
+    """The facts of a file whose whole content is ``data``."""
+    md5, sha1, sha256 = hashes(data)
+    base: dict[str, Any] = {"path": path, "size": len(data), "md5": md5, "sha1": sha1, "sha256": sha256}
+    if not data.startswith(_MZ):
+        return ImageFacts(**base, error="not_pe")
+    version, signed, error = _pe_facts(data)
+    status, signer, signer_type = _signature(data) if signed else (UNSIGNED, "", "")
+    if error and status == UNSIGNED:
+        status = UNKNOWN  # headers we could not read may hide a signature
+    return ImageFacts(
+        **base, version=version, signature_status=status, signer=signer, signer_type=signer_type, error=error
+    )
+
+
+def _pe_facts(data: bytes) -> tuple[dict[str, str], bool, str]:
+    """(version strings, has an embedded signature, error) from pefile; pefile raises on damage we
+    cannot read past, and anything it raises is counted as a malformed PE."""
+    import pefile
+
+    try:
+        pe = pefile.PE(data=data, fast_load=True)
+    except Exception:  # pefile.PEFormatError, and whatever a hostile header provokes
+        return {}, False, "malformed_pe"
+    try:
+        dirs = pe.OPTIONAL_HEADER.DATA_DIRECTORY
+        sec = dirs[_SECURITY] if len(dirs) > _SECURITY else None
+        signed = bool(sec is not None and sec.Size and 0 < sec.VirtualAddress < len(data))
+        try:
+            pe.parse_data_directories(directories=[_RESOURCE])
+            version = _version_strings(pe)
+        except Exception:
+            return {}, signed, "malformed_pe"
+        return version, signed, ""
+    finally:
+        pe.close()
+
+
+def _version_strings(pe: Any) -> dict[str, str]:
+    """The six version strings from the first StringTable that has any (pefile decodes them as UTF-8)."""
+    out: dict[str, str] = {}
+    for info in getattr(pe, "FileInfo", None) or []:
+        for entry in info:
+            if getattr(entry, "Key", b"") != b"StringFileInfo":
+                continue
+            for table in getattr(entry, "StringTable", []):
+                for key, value in table.entries.items():
+                    name = VERSION_KEYS.get(_text(key))
+                    if name and name not in out:
+                        text = _text(value).rstrip("\x00").strip()
+                        if text:
+                            out[name] = text
+    return out
+
+
+def _text(value: bytes | str) -> str:
+    return value if isinstance(value, str) else value.decode("utf-8", "replace")
+
+
+def _signature(data: bytes) -> tuple[str, str, str]:
+    """(status, signer, signer type) of the embedded Authenticode signature, checked by LIEF: the
+    file digest against the signed one and the signer's signature over it. Trust in the root is not
+    checked (no certificate store offline); catalog signatures are not seen (see docs/enrich.md)."""
+    try:
+        import lief
+
+        lief.logging.disable()
+        binary = lief.PE.parse(io.BytesIO(data))
+        if binary is None:
+            return UNKNOWN, "", ""
+        flags = binary.verify_signature()
+        signer, org = _signer_name(binary)
+    except Exception:
+        return UNKNOWN, "", ""
+    ok = flags == lief.PE.Signature.VERIFICATION_FLAGS.OK
+    return (VALID if ok else INVALID), signer, _signer_type(signer, org) if signer else ""
+
+
+def _signer_name(binary: Any) -> tuple[str, str]:
+    """(CN, O) of the first signer's certificate."""
+    for sig in binary.signatures:
+        for info in sig.signers:
+            cert = info.cert
+            if cert is None:
+                continue
+            parts = dict(_rdns(cert.subject))
+            return parts.get("CN", cert.subject), parts.get("O", "")
+    return "", ""
+
+
+def _rdns(subject: str) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for part in subject.split(", "):
+        key, sep, value = part.partition("=")
+        if sep:
+            out.append((key.strip(), value.strip()))
+    return out
+
+
+# The subjects (CN) of the certificates Microsoft signs Windows' own files with.
+OS_VENDOR_SIGNERS = frozenset({"Microsoft Windows", "Microsoft Windows Publisher"})
+
+
+def _signer_type(signer: str, org: str) -> str:
+    """OsVendor for Windows' own signing certificates, Microsoft for Microsoft's others, else Unknown."""
+    if org != "Microsoft Corporation":
+        return "Unknown"
+    return "OsVendor" if signer in OS_VENDOR_SIGNERS else "Microsoft"

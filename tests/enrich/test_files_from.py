@@ -1,0 +1,91 @@
+"""``normalize/replay --files-from``: image facts computed from a collected disk, through the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from etwsensor.cli import app
+from etwsensor.enrich import CollectedFiles, FilesFromError, parse_files_from
+from tests.enrich.collection import DEMO, make_collection, sha256_of
+
+runner = CliRunner()
+
+
+def _rows(args: list[str]) -> list[dict[str, object]]:
+    result = runner.invoke(app, ["normalize", str(DEMO), *args])
+    assert result.exit_code == 0, result.output
+    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+
+
+def test_normalize_fills_hashes_version_and_signature_from_the_collection(tmp_path: Path) -> None:
+    root = make_collection(tmp_path / "kape")
+    rows = _rows(["--files-from", str(root)])
+    notepad = [r for r in rows if r["$table"] == "DeviceProcessEvents"
+               and r["FolderPath"] == "C:\\Windows\\System32\\notepad.exe"]  # fmt: skip
+    assert notepad
+    for r in notepad:
+        assert r["SHA256"] == sha256_of("C:\\Windows\\System32\\notepad.exe")
+        assert r["ProcessVersionInfoOriginalFileName"] == "w64.exe"
+        assert r["ProcessVersionInfoCompanyName"] == "Simple Launcher User"
+        assert r["FileSize"] == (Path(root) / "C/windows/SYSTEM32/notepad.exe").stat().st_size
+        assert json.loads(str(r["AdditionalFields"]))["SignatureStatus"] == "Unsigned"
+    by_explorer = [r for r in rows if r["InitiatingProcessFolderPath"] == "C:\\Windows\\explorer.exe"]
+    assert by_explorer and all(r["InitiatingProcessSHA256"] == sha256_of("C:\\Windows\\explorer.exe")
+                               and r["InitiatingProcessVersionInfoOriginalFileName"] == "t64.exe"
+                               for r in by_explorer)  # fmt: skip
+    by_svchost = [r for r in rows if r["$table"] == "DeviceProcessEvents"
+                  and r["InitiatingProcessFolderPath"] == "C:\\Windows\\System32\\svchost.exe"]  # fmt: skip
+    assert by_svchost and all(r["InitiatingProcessSignatureStatus"] == "Valid" for r in by_svchost)
+    assert {r["InitiatingProcessSignerType"] for r in by_svchost} == {"Microsoft"}
+    # files the collection does not hold stay empty
+    edge = [r for r in rows if str(r.get("FolderPath")).endswith("msedge.exe")]
+    assert edge and all(r["SHA256"] == "" and r["FileSize"] is None for r in edge)
+
+
+def test_without_files_from_the_columns_stay_empty_and_the_summary_says_why(tmp_path: Path) -> None:
+    assert all(r.get("SHA1", "") == "" and r.get("InitiatingProcessSHA1") == "" for r in _rows([]))
+    result = runner.invoke(app, ["replay", str(DEMO), "--sink", f"file:{tmp_path / 'a.ndjson'}",
+                                 "--json-summary"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stderr.strip().splitlines()[-1])
+    doc = summary["enrich"]["inputs"][str(DEMO)]
+    assert doc["source"] is None and "--files-from" in doc["why"]
+    assert "ProcessVersionInfoOriginalFileName" in doc["empty_columns"]["DeviceProcessEvents"]
+    assert "SHA256" in doc["empty_columns"]["DeviceImageLoadEvents"]
+
+
+def test_replay_with_files_from_reports_the_facts(tmp_path: Path) -> None:
+    root = make_collection(tmp_path / "kape")
+    result = runner.invoke(app, ["replay", str(DEMO), "--files-from", str(root),
+                                 "--sink", f"file:{tmp_path / 'a.ndjson'}"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.stderr.splitlines() if x.startswith("image facts"))
+    assert f"from --files-from {root}" in line and "rows filled" in line
+    assert "not_found" in line  # the demo's other images are not in the collection
+
+
+def test_velociraptor_layout_and_explicit_maps(tmp_path: Path) -> None:
+    velo = tmp_path / "velo" / "uploads" / "auto" / "C%3A" / "Windows"
+    velo.mkdir(parents=True)
+    (velo / "x.dll").write_bytes(b"MZ")
+    roots = parse_files_from(str(tmp_path / "velo"))
+    assert list(roots) == ["c:"]
+    assert CollectedFiles(roots).locate("C:\\WINDOWS\\X.DLL") == velo / "x.dll"
+    assert CollectedFiles(roots).locate("C:\\Windows\\..\\x.dll") is None
+    assert CollectedFiles(roots).locate("D:\\x.dll") is None
+    mapped = parse_files_from(f"D:={velo};\\Device\\HarddiskVolume4={tmp_path}")
+    assert CollectedFiles(mapped).locate("d:\\x.dll") == velo / "x.dll"
+    assert CollectedFiles(mapped).locate("\\Device\\HarddiskVolume4\\velo") == tmp_path / "velo"
+    with pytest.raises(FilesFromError):
+        parse_files_from(str(tmp_path / "missing"))
+    with pytest.raises(FilesFromError):
+        parse_files_from(f"Q={tmp_path}")
+
+
+def test_a_bad_files_from_is_a_usage_error(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["replay", str(DEMO), "--files-from", str(tmp_path / "nope")])
+    assert result.exit_code == 2 and "no such folder" in result.stderr
