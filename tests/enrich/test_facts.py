@@ -111,8 +111,9 @@ def signed_launcher(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pat
                     "-out", str(cert), "-days", "30", "-subj", "/O=etwsensor tests/CN=etwsensor test signer",
                     "-addext", "extendedKeyUsage=codeSigning"], check=True, capture_output=True)  # fmt: skip
     out = d / "t64-signed.exe"
-    subprocess.run(["osslsigncode", "sign", "-certs", str(cert), "-key", str(key), "-h", "sha256",
-                    "-in", str(DATA / "t64.exe"), "-out", str(out)], check=True, capture_output=True)  # fmt: skip
+    sign = ["osslsigncode", "sign", "-certs", str(cert), "-key", str(key), "-h", "sha256",
+            "-in", str(DATA / "t64.exe"), "-out", str(out)]  # fmt: skip
+    subprocess.run(sign, check=True, capture_output=True)
     return out, cert
 
 
