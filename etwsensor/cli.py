@@ -29,6 +29,7 @@ from etwsensor.sources.live.cli import trace_command
 if TYPE_CHECKING:
     from etwsensor.config import Settings
     from etwsensor.rules import RuleSet
+    from etwsensor.rules.reload import RuleReloader
 
 EXIT_DAMAGED = exitcodes.DAMAGED_INPUT
 
@@ -323,6 +324,9 @@ def replay_command(
     files_from: str | None = typer.Option(
         None, "--files-from", help='Collected files for hashes/version/signatures: DIR or "C:=DIR;D:=DIR2".'
     ),
+    reload: bool = typer.Option(
+        False, "--reload", help="Watch rule folders and the config file (and SIGHUP); reload between rows."
+    ),
 ) -> None:
     """Replay traces through the normalizer and the rules; alerts go to the sinks (stdout by default)."""
     from etwsensor.alerts.allowlist import Allowlist
@@ -356,13 +360,17 @@ def replay_command(
         from etwsensor.heartbeat import Heartbeat
 
         heartbeat = Heartbeat(sinks.send, beat_every, ", ".join(map(str, files)))
+    reloader = _reloader(config, rules, not no_builtin, skip_bad_rules) if reload else None
     try:
         with _progress() as progress:
             summary = replay(
                 files, detector, [sinks], device_map or settings.device_map, pinned, progress, heartbeat,
                 files_from=files_from,
+                reloader=reloader,
             )
     finally:
+        if reloader is not None:
+            reloader.stop()
         sinks.close()  # delivers what it can; the rest stays spooled for the next run
     summary.sinks = {s.name: s.state() for s in sinks.sinks}
     _print_summary(summary.as_json(), json_summary, {r.id: r.name for r in ruleset.rules})
@@ -386,6 +394,30 @@ def _check_files_from(spec: str | None) -> None:
     except FilesFromError as exc:
         say(f"error: {exc}")
         raise typer.Exit(2) from exc
+
+
+def _reloader(config: Path | None, rules: list[Path], builtin: bool, skip_bad_rules: bool) -> RuleReloader:
+    """A started watcher over the rule paths and the config file; SIGHUP asks it to reload at once.
+    Each reload re-reads the config file (rule paths, built-in pack, allowlist) and compiles aside."""
+    import signal
+
+    from etwsensor.alerts.allowlist import Allowlist
+    from etwsensor.config import load_settings
+    from etwsensor.rules import RuleSet
+    from etwsensor.rules.reload import ReloadOutcome, RuleReloader
+
+    def compile_rules() -> ReloadOutcome:
+        settings = load_settings(config)
+        ruleset, failures = RuleSet.load([*settings.rules.paths, *rules], settings.rules.builtin and builtin)
+        return ReloadOutcome(ruleset, failures, Allowlist(settings.allowlist))
+
+    first = load_settings(config)
+    watched = [*first.rules.paths, *rules, *([config] if config is not None else [])]
+    reloader = RuleReloader(watched, compile_rules, accept_partial=skip_bad_rules)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, lambda _sig, _frame: reloader.request())
+    reloader.start()
+    return reloader
 
 
 @contextmanager

@@ -1,8 +1,10 @@
-"""Heartbeats: a health record on the sinks every N seconds, so a SOC can see that a sensor is alive and
+"""Health records on the sinks. Heartbeats: one every N seconds, so a SOC can see that a sensor is alive and
 how it is doing (events/s per provider, rows/s, alerts/s, losses, queue depth, CPU, RSS, rule-set version,
 sink backlog). Schema: docs/heartbeat-schema.json (``HeartbeatRecord``).
 
-The first record (``state: start``) goes out when the stream starts and the last (``state: stop``) when it
+Reload records: one per hot reload of the rules, applied or refused, naming the failures.
+
+The first heartbeat (``state: start``) goes out when the stream starts and the last (``state: stop``) when it
 ends, whatever the interval; in between ``tick`` is cheap enough to call between rows, and sends only
 when the interval has passed. Rates are per interval (the change since the previous record).
 """
@@ -17,11 +19,14 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from etwsensor import __version__
+
+if TYPE_CHECKING:
+    from etwsensor.rules.reload import ReloadOutcome
 
 HEARTBEAT_SCHEMA_VERSION: Final = "1.0"
 HeartbeatState = Literal["start", "running", "stop"]
@@ -222,3 +227,19 @@ class Heartbeat:
             events=snap.events, rows=snap.rows, alerts=snap.alerts,
             events_by_provider=dict(snap.events_by_provider),
         )  # fmt: skip
+
+
+def reload_record(outcome: ReloadOutcome, running: Any) -> dict[str, Any]:
+    """The health record of one reload: ``applied`` (``running`` is the new set) or ``refused`` (the old
+    set keeps running; ``failures`` say why, with file, line and column)."""
+    return {
+        "record": "reload",
+        "schema_version": HEARTBEAT_SCHEMA_VERSION,
+        "time": _iso(datetime.now(UTC)),
+        "host": {"name": socket.gethostname()},
+        "sensor": {"version": __version__, "pid": os.getpid()},
+        "status": "applied" if outcome.ruleset is not None else "refused",
+        "trigger": outcome.trigger,
+        "rules": {"version": ruleset_version(running.rules), "count": len(running.rules)},
+        "failures": [f.as_json() for f in outcome.failures],
+    }

@@ -12,13 +12,17 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from etwsensor.alerts.allowlist import Allowlist
 from etwsensor.alerts.model import build_alert
 from etwsensor.alerts.suppress import SuppressionPolicy, Suppressor
-from etwsensor.heartbeat import Heartbeat, PipelineSnapshot, ruleset_version
+from etwsensor.heartbeat import Heartbeat, PipelineSnapshot, reload_record, ruleset_version
 from etwsensor.rules import RowGate, RuleSet
+
+if TYPE_CHECKING:
+    from etwsensor.normalize import Normalizer
+    from etwsensor.rules.reload import RuleReloader
 
 AlertDict = dict[str, Any]
 _NO_ALERTS: list[AlertDict] = []
@@ -129,6 +133,7 @@ def _row_batches(
     summary: ReplaySummary,
     by_provider: Counter[str] | None = None,
     files_from: str | None = None,
+    active: list[Normalizer] | None = None,
 ) -> Iterator[tuple[Sequence[TableRow], datetime | None, int]]:
     """The rows of one input, in batches (the rows one event completes) with their event time and
     the rows made so far in this input (built or skipped by a gate: the count the summary shows);
@@ -159,6 +164,8 @@ def _row_batches(
 
         facts = offline_enricher(files_from)
     normalizer = Normalizer(source.header, device_map=device_map, gates=gates, facts=facts)
+    if active is not None:  # a hot reload re-gates the normalizer of the input being read
+        active[:] = [normalizer]
     process = normalizer.process
     rows_sink = normalizer.sink  # its report_id counts every row made, built or skipped
     for event in source.events():
@@ -219,16 +226,19 @@ def replay(
     progress: Progress | None = None,
     heartbeat: Heartbeat | None = None,
     files_from: str | None = None,
+    reloader: RuleReloader | None = None,
 ) -> ReplaySummary:
     """Run every input through the detector and the sinks, in order. Never raises on bad input.
     With a ``heartbeat``, its start record goes out first, its stop record last, and running records
-    between rows whenever its interval has passed.
+    between rows whenever its interval has passed. With a ``reloader``, a rule set it compiled
+    aside replaces the running one between two rows (the normalizer's state is kept).
     ``files_from``: a ``--files-from`` folder map; image facts are computed from those files."""
     from etwsensor.sources import SourceOpenError
 
     summary = ReplaySummary()
     sink_list = list(sinks)
     by_provider: Counter[str] | None = Counter() if heartbeat is not None else None
+    active: list[Normalizer] = []
 
     def snapshot(rows: int, alerts: int) -> PipelineSnapshot:
         return PipelineSnapshot(
@@ -240,7 +250,7 @@ def replay(
     if heartbeat is not None:
         heartbeat.start(snapshot(0, 0))
     on_row = detector.on_row
-    gates = detector.ruleset.row_gates()  # rows no rule can match are counted, not built
+    gates: Mapping[str, RowGate] = detector.ruleset.row_gates()  # rows no rule can match: counted, not built
     rows_before = 0  # rows made by the inputs already replayed
     alerts_sent = 0
     next_progress = 0
@@ -250,7 +260,7 @@ def replay(
             detector.source = str(path)
             clock: datetime | None = now  # per input: each file is its own stream
             try:
-                batches = _row_batches(path, device_map, gates, summary, by_provider, files_from)
+                batches = _row_batches(path, device_map, gates, summary, by_provider, files_from, active)
                 for batch, ts, made in batches:
                     if now is None and ts is not None and (clock is None or ts > clock):
                         clock = ts
@@ -260,6 +270,8 @@ def replay(
                             for sink in sink_list:
                                 sink.send(alert)
                     rows_made = rows_before + made
+                    if reloader is not None and reloader.ready:
+                        gates = _apply_reload(reloader, detector, active, sink_list, gates)
                     if rows_made >= next_progress:
                         if progress is not None:
                             progress(summary.events, rows_made, alerts_sent)
@@ -281,6 +293,31 @@ def replay(
     if heartbeat is not None:
         heartbeat.stop(snapshot(summary.rows.total(), alerts_sent))
     return summary
+
+
+def _apply_reload(
+    reloader: RuleReloader,
+    detector: Detector,
+    active: list[Normalizer],
+    sinks: Sequence[AlertSink],
+    gates: Mapping[str, RowGate],
+) -> Mapping[str, RowGate]:
+    """Swap in the rule set the reloader compiled (between rows) and report it on the sinks; a refused
+    set leaves everything as it was. Returns the gates now in force."""
+    outcome = reloader.take()
+    if outcome is None:
+        return gates
+    if outcome.ruleset is not None:
+        detector.ruleset = outcome.ruleset
+        if outcome.allowlist is not None:
+            detector.allowlist = outcome.allowlist
+        gates = outcome.ruleset.row_gates()
+        for normalizer in active:
+            normalizer.regate(gates)
+    record = reload_record(outcome, detector.ruleset)
+    for sink in sinks:
+        sink.send(record)
+    return gates
 
 
 def sink_states(sinks: Iterable[object]) -> dict[str, dict[str, Any]]:

@@ -208,23 +208,30 @@ def to_ecs(alert: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-def heartbeat_to_ecs(record: dict[str, Any]) -> dict[str, Any]:
-    """A heartbeat as an ECS metric document; the record itself under ``etwsensor.heartbeat``."""
+def record_to_ecs(record: dict[str, Any]) -> dict[str, Any]:
+    """A health record (heartbeat, reload) as an ECS document: a heartbeat is a metric, a reload a state
+    change; the record itself goes under ``etwsensor.record``."""
+    kind = str(record.get("record"))
     state = record.get("state")
+    heartbeat = kind == "heartbeat"
+    event_type = {"start": "start", "stop": "end"}.get(str(state), "info" if heartbeat else "change")
     doc: dict[str, Any] = {
         "@timestamp": record.get("time"),
         "ecs": {"version": ECS_VERSION},
         "event": {
-            "kind": "metric",
+            "kind": "metric" if heartbeat else "state",
             "module": "etwsensor",
-            "dataset": "etwsensor.heartbeat",
-            "category": ["host"],
-            "type": ["start" if state == "start" else "end" if state == "stop" else "info"],
-            "sequence": record.get("sequence"),
+            "dataset": f"etwsensor.{kind}",
+            "category": ["host"] if heartbeat else ["configuration"],
+            "type": [event_type],
         },
     }
+    if heartbeat:
+        doc["event"]["sequence"] = record.get("sequence")
+    else:
+        doc["event"]["outcome"] = "success" if record.get("status") == "applied" else "failure"
     _put(doc, "host.name", (record.get("host") or {}).get("name"))
     _put(doc, "process.pid", (record.get("sensor") or {}).get("pid"))
-    _put(doc, "message", f"etwsensor heartbeat ({state})")
-    doc["etwsensor"] = {"heartbeat": record}
+    _put(doc, "message", f"etwsensor {kind} ({state or record.get('status')})")
+    doc["etwsensor"] = {"record": record}
     return doc

@@ -25,19 +25,19 @@ def formatter(name: str) -> Formatter | None:
     if name == "etwsensor":
         return None
     if name == "ecs":
-        from etwsensor.alerts.ecs import heartbeat_to_ecs, to_ecs
+        from etwsensor.alerts.ecs import record_to_ecs, to_ecs
 
-        return _by_record(to_ecs, heartbeat_to_ecs)
+        return _by_record(to_ecs, record_to_ecs)
     if name == "ocsf":
-        from etwsensor.alerts.ocsf import heartbeat_to_ocsf, to_ocsf
+        from etwsensor.alerts.ocsf import record_to_ocsf, to_ocsf
 
-        return _by_record(to_ocsf, heartbeat_to_ocsf)
+        return _by_record(to_ocsf, record_to_ocsf)
     raise ValueError(f"unknown alert format {name!r} (expected one of: {', '.join(ALERT_FORMATS)})")
 
 
-def _by_record(alert: Formatter, heartbeat: Formatter) -> Formatter:
+def _by_record(alert: Formatter, record: Formatter) -> Formatter:
     def convert(doc: dict[str, Any]) -> dict[str, Any]:
-        return heartbeat(doc) if doc.get("record") == "heartbeat" else alert(doc)
+        return record(doc) if "record" in doc else alert(doc)
 
     return convert
 
@@ -60,13 +60,13 @@ def _get(doc: Mapping[str, Any], *path: str) -> Any:
 
 
 def envelope(doc: Mapping[str, Any]) -> Envelope:
-    """Severity, host name, rule id and detection time of an alert document in any of the formats
-    (a heartbeat, in any format, is informational with the rule id "heartbeat")."""
-    if doc.get("record") == "heartbeat" or _get(doc, "event", "dataset") == "etwsensor.heartbeat" or (
-        _get(doc, "metadata", "log_name") == "etwsensor.heartbeat"
-    ):
-        host = _get(doc, "host", "name") or _get(doc, "unmapped", "etwsensor", "host", "name")
-        return Envelope("informational", str(host or ""), "heartbeat", None)
+    """Severity, host name, rule id and detection time of an alert document in any of the formats.
+    A health record (heartbeat, reload), in any format, has its kind as rule id: informational, or
+    medium for a refused reload."""
+    record = _health_record(doc)
+    if record is not None:
+        severity = "medium" if record.get("status") == "refused" else "informational"
+        return Envelope(severity, str(_get(record, "host", "name") or ""), str(record.get("record")), None)
     if "class_uid" in doc:  # OCSF
         return Envelope(
             _OCSF_SEVERITY.get(doc.get("severity_id") or 0, ""),
@@ -90,3 +90,14 @@ def envelope(doc: Mapping[str, Any]) -> Envelope:
         str(_get(doc, "rule", "id") or ""),
         doc.get("detected_at"),
     )
+
+
+def _health_record(doc: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The etwsensor health record inside a document of any format, or None for an alert."""
+    if "record" in doc:
+        return doc
+    for path in (("etwsensor", "record"), ("unmapped", "etwsensor")):
+        inner = _get(doc, *path)
+        if isinstance(inner, Mapping) and "record" in inner:
+            return inner
+    return None

@@ -207,11 +207,14 @@ def to_ocsf(alert: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in finding.items() if v is not None}
 
 
-def heartbeat_to_ocsf(record: dict[str, Any]) -> dict[str, Any]:
-    """A heartbeat as an OCSF Base Event (class_uid 0, activity Other); the record in ``unmapped``."""
+def record_to_ocsf(record: dict[str, Any]) -> dict[str, Any]:
+    """A health record (heartbeat, reload) as an OCSF Base Event (class_uid 0, activity Other); the
+    record itself in ``unmapped.etwsensor``."""
+    kind = str(record.get("record"))
+    refused = record.get("status") == "refused"
     return {
         "activity_id": 99,
-        "activity_name": "Heartbeat",
+        "activity_name": kind.capitalize(),
         "category_uid": 0,
         "category_name": "Uncategorized",
         "class_uid": 0,
@@ -219,13 +222,12 @@ def heartbeat_to_ocsf(record: dict[str, Any]) -> dict[str, Any]:
         "type_uid": 99,
         "type_name": "Base Event: Other",
         "time": _ms(record.get("time")) or 0,
-        "severity_id": 1,
-        "severity": "Informational",
-        "message": f"etwsensor heartbeat ({record.get('state')})",
+        "severity_id": 3 if refused else 1,
+        "severity": "Medium" if refused else "Informational",
+        "message": f"etwsensor {kind} ({record.get('state') or record.get('status')})",
         "metadata": {
             "version": OCSF_VERSION,
-            "log_name": "etwsensor.heartbeat",
-            "sequence": record.get("sequence"),
+            "log_name": f"etwsensor.{kind}",
             "product": {"name": "etwsensor", "vendor_name": "etwsensor",
                         "version": (record.get("sensor") or {}).get("version") or __version__},
         },

@@ -86,6 +86,10 @@ class FileTracker:
         self._manifest_seen = False
         self._op_end_seen = False
 
+    def regate(self, gates: Mapping[str, RowGate] | None) -> None:
+        """Gate rows with a new rule set's gates from the next event on (a hot reload)."""
+        self._gate = usable_gate(gates, FILE_TABLE, _GATE_COLUMNS)
+
     def caches(self) -> list[BoundedCache[Any, Any]]:
         return [self.objects, self.names, self.pending, self._recent_irps, self._written]
 

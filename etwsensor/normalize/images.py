@@ -37,6 +37,10 @@ class ImageTracker:
         # (pid, ImageBase) → which provider reported the load; for the classic/manifest de-duplication
         self.loaded: BoundedCache[tuple[int, int], str] = BoundedCache("image_loads", max_loaded)
 
+    def regate(self, gates: Mapping[str, RowGate] | None) -> None:
+        """Gate rows with a new rule set's gates from the next event on (a hot reload)."""
+        self._gate = usable_gate(gates, IMAGE_TABLE, _GATE_COLUMNS)
+
     def handlers(self) -> Handlers:
         return {
             ("Image", "Load"): self._classic_load,

@@ -82,6 +82,11 @@ class Normalizer:
         self.bad_events = 0  # decoded, but fields not as the provider data promise: skipped
         self.error_samples: list[str] = []
 
+    def regate(self, gates: Mapping[str, RowGate] | None) -> None:
+        """A new rule set went live (hot reload): its gates apply from the next event on."""
+        self.images.regate(gates)
+        self.files.regate(gates)
+
     def process(self, event: RawEvent) -> Sequence[TableRow]:
         """The rows ``event`` completes, in order; never raises on bad input (it is counted)."""
         self.events += 1

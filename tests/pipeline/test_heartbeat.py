@@ -87,7 +87,7 @@ def test_replay_sends_heartbeats_on_every_sink_in_its_format(tmp_path: Path) -> 
 
     ecs_beats = [d for d in map(json.loads, ecs.read_text().splitlines()) if d["event"]["kind"] == "metric"]
     assert len(ecs_beats) == len(beats)
-    assert ecs_beats[-1]["etwsensor"]["heartbeat"]["state"] == "stop"
+    assert ecs_beats[-1]["etwsensor"]["record"]["state"] == "stop"
     schema = OcsfJsonSchemaEmbedded(get_ocsf_schema(version=OCSF_VERSION))
     validator = Draft202012Validator(schema.get_class_schema(class_name="base_event", profiles=[]))
     ocsf_beats = [d for d in map(json.loads, ocsf.read_text().splitlines()) if d["class_uid"] == 0]
