@@ -3,8 +3,9 @@
 Live: session callback → bounded queue → worker thread (decode → normalize → detect → sinks, and the
 recording with ``--record``); the main thread runs the watchdog every ``POLL_SECONDS`` until
 ``--duration``, Ctrl-C, ``--stop-file`` or every session given up, then stops the sessions (keeping their
-last counters), drains the queue and prints the replay summary. Exit codes: 0, 2 (cannot start),
-3 (every session was stopped and could not be restarted).
+last counters), drains the queue and prints the replay summary. Exit codes (etwsensor.exitcodes): 0, also
+after Ctrl-C; 1 a rule did not load; 2 cannot start; 3 every session was stopped and could not be
+restarted; 4 alerts not delivered.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from typing import Any, Protocol
 
 import typer
 
+from etwsensor import exitcodes
 from etwsensor.exitcodes import SKIP_BAD_RULES_HELP
+from etwsensor.sinks.base import undelivered
 from etwsensor.sources.live.callback import RecordCallback
 from etwsensor.sources.live.enrich import HostApi
 from etwsensor.sources.live.health import SessionStats
@@ -34,7 +37,7 @@ TICK_SECONDS = 0.25  # how soon the deadline or the stop file is noticed
 BACKOFF = (1.0, 60.0)  # seconds before the first retry of a failed restart, and the longest wait
 MAX_RESTART_FAILURES = 8  # then the session is given up (about four minutes of retries)
 SESSION_PREFIX = re.compile(r"[A-Za-z0-9._-]{1,64}")
-EXIT_BLIND = 3  # every session stopped and could not be restarted: the live input was lost
+EXIT_BLIND = exitcodes.DAMAGED_INPUT  # every session stopped and could not be restarted: the input was lost
 QUEUE_CAPACITY = 262_144  # records (a few seconds of a busy host): a burst waits, a flood is dropped+counted
 
 
@@ -127,7 +130,7 @@ def trace_command(
 
     code = run_live(plan, ruleset, settings, sink, record, duration, json_summary, WindowsHostApi(),
                     EtwSessions, stop_file)  # fmt: skip
-    raise typer.Exit(code or rules_code)
+    raise typer.Exit(exitcodes.worst(code, rules_code))
 
 
 class LiveSessions(Protocol):
@@ -261,9 +264,9 @@ def run_live(
             sinks.close()
     if failed is not None:
         _say(f"error: {failed}")
-        return 2
+        return exitcodes.USAGE
     _say(f"stopping ({ended})")
-    summary.sinks = {getattr(sinks, "name", "sinks"): sinks.state()}
+    summary.sinks = {s.name: s.state() for s in sinks.sinks}
     doc = summary.as_json()
     doc["live"] = {"queue": records.stats(), "health": watchdog.state(), "worker_errors": loop.errors,
                    "ended": ended, "warnings": list(sessions.warnings),
@@ -272,7 +275,11 @@ def run_live(
     if recorder is not None:
         _say(f"recorded {recorder.events} events to {record}")
     print_summary(doc, json_summary)
-    return EXIT_BLIND if watchdog.blind else 0
+    # Ctrl-C is how an unbounded trace ends: not an interruption of work, so not exit 130.
+    return exitcodes.worst(
+        EXIT_BLIND if watchdog.blind else exitcodes.OK,
+        exitcodes.UNDELIVERED if any(undelivered(s) for s in summary.sinks.values()) else exitcodes.OK,
+    )
 
 
 def _wait(
