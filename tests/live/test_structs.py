@@ -104,6 +104,8 @@ def test_the_layouts_equal_pywintraces_on_windows(ours: str, module: str, theirs
     other = getattr(importlib.import_module(f"etw.{module}"), theirs)
     assert ctypes.sizeof(mine) == ctypes.sizeof(other)
     assert ctypes.alignment(mine) == ctypes.alignment(other)
-    for (name, _), (other_name, _) in zip(mine._fields_, other._fields_, strict=False):
-        if name == other_name:
-            assert getattr(mine, name).offset == getattr(other, other_name).offset, name
+    theirs = {f[0] for f in other._fields_}
+    shared = [f[0] for f in mine._fields_ if f[0] in theirs]
+    assert len(shared) >= len(mine._fields_) // 2
+    for name in shared:
+        assert getattr(mine, name).offset == getattr(other, name).offset, name
