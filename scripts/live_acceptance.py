@@ -5,13 +5,13 @@ report what the live trace saw of it.
     python scripts/live_acceptance.py report --summary trace.log --rows rows.ndjson --burst burst.json \\
         --samples samples.csv [--check] >> "$GITHUB_STEP_SUMMARY"
 
-``burst`` starts ``count`` short processes (``cmd.exe /c rem <marker> <i>`` on Windows, ``true`` elsewhere) at
-an even pace over ``seconds``, a few at a time, and writes its pid, marker and start/end times. ``report``
-reads the trace's JSON summary (the last JSON line of its stderr), the DeviceProcessEvents rows of its recording
-(``etwsensor normalize REC --table DeviceProcessEvents``), the burst file and the tracer's CPU/RSS samples
-(``unix_seconds,cpu_seconds,working_set_bytes`` lines), and prints a Markdown report: events lost, the share of
-the burst's ProcessCreated rows that were seen and that carry their command line, CPU % and peak RSS idle and
-during the burst. With ``--check`` it exits 1 unless nothing was lost and ≥ 99 % of the burst was seen with
+``burst`` starts ``count`` short processes (``cmd.exe /c rem <marker> <i>`` on Windows, ``true``
+elsewhere) at an even pace over ``seconds``, a few at a time, and writes its pid, marker and start/end times.
+``report`` reads the trace's JSON summary (the last JSON line of its stderr), the DeviceProcessEvents rows of
+its recording (``etwsensor normalize REC --table DeviceProcessEvents``), the burst file and the tracer's
+CPU/RSS samples (``unix_seconds,cpu_seconds,working_set_bytes`` lines), and prints a Markdown report: events
+lost, the share of the burst's ProcessCreated rows that were seen and that carry their command line, CPU %
+and peak RSS idle and during the burst. With ``--check`` it exits 1 unless nothing was lost and ≥ 99 % of the burst was seen with
 its command line.
 """
 
@@ -49,8 +49,14 @@ def burst(count: int, seconds: float, out: Path, workers: int = 4) -> dict[str, 
                 time.sleep(delay)
             futures.append(pool.submit(one, i))
         failed = sum(f.result() != 0 for f in futures)
-    doc = {"pid": os.getpid(), "marker": marker, "count": count, "failed": failed, "start": start,
-           "end": time.time()}  # fmt: skip
+    doc = {
+        "pid": os.getpid(),
+        "marker": marker,
+        "count": count,
+        "failed": failed,
+        "start": start,
+        "end": time.time(),
+    }
     out.write_text(json.dumps(doc), encoding="utf-8")
     return doc
 
@@ -77,7 +83,8 @@ def report(summary_path: Path, rows_path: Path, burst_path: Path, samples_path: 
     summary = last_json_line(summary_path)
     live = summary.get("live", {})
     sessions = live.get("health", {}).get("sessions", {})
-    lost = sum(int(s.get("lost", 0)) for s in sessions.values()) + int(live.get("queue", {}).get("dropped", 0))
+    dropped = int(live.get("queue", {}).get("dropped", 0))
+    lost = sum(int(s.get("lost", 0)) for s in sessions.values()) + dropped
     b = json.loads(burst_path.read_text("utf-8"))
     created = 0
     with_cmd = 0
@@ -103,7 +110,8 @@ def report(summary_path: Path, rows_path: Path, burst_path: Path, samples_path: 
         "",
         "| measure | value | target |",
         "|---|---|---|",
-        f"| processes started | {count:,} in {b['end'] - b['start']:.1f} s ({b['failed']} failed) | 2,000 in ~20 s |",
+        f"| processes started | {count:,} in {b['end'] - b['start']:.1f} s ({b['failed']} failed) "
+        "| 2,000 in ~20 s |",
         f"| events lost (ETW counters, lost-event records, queue drops) | {lost:,} | 0 |",
         f"| ProcessCreated rows seen | {created:,} ({seen:.1%}) | |",
         f"| ProcessCreated rows with their command line | {with_cmd:,} ({share:.1%}) | ≥ 99 % |",
@@ -116,7 +124,8 @@ def report(summary_path: Path, rows_path: Path, burst_path: Path, samples_path: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("burst")
     p.add_argument("--count", type=int, default=2000)
