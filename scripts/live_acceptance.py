@@ -11,8 +11,8 @@ elsewhere) at an even pace over ``seconds``, a few at a time, and writes its pid
 its recording (``etwsensor normalize REC --table DeviceProcessEvents``), the burst file and the tracer's
 CPU/RSS samples (``unix_seconds,cpu_seconds,working_set_bytes`` lines), and prints a Markdown report: events
 lost, the share of the burst's ProcessCreated rows that were seen and that carry their command line, CPU %
-and peak RSS idle and during the burst. With ``--check`` it exits 1 unless nothing was lost and ≥ 99 % of the burst was seen with
-its command line.
+and peak RSS idle and during the burst. With ``--check`` it exits 1 unless nothing was lost and ≥ 99 % of
+the burst was seen with its command line.
 """
 
 from __future__ import annotations
