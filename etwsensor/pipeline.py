@@ -271,7 +271,7 @@ def replay(
                                 sink.send(alert)
                     rows_made = rows_before + made
                     if reloader is not None and reloader.ready:
-                        gates = _apply_reload(reloader, detector, active, sink_list, gates)
+                        gates = apply_reload(reloader, detector, active, sink_list, gates)
                     if rows_made >= next_progress:
                         if progress is not None:
                             progress(summary.events, rows_made, alerts_sent)
@@ -295,7 +295,7 @@ def replay(
     return summary
 
 
-def _apply_reload(
+def apply_reload(
     reloader: RuleReloader,
     detector: Detector,
     active: list[Normalizer],

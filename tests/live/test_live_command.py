@@ -92,6 +92,7 @@ def run(
     record: Path | None = None,
     host: FakeHost | None = None,
     ruleset: RuleSet | None = None,
+    options: live_cli.LiveOptions | None = None,
 ) -> tuple[int, list[dict[str, Any]]]:
     """`trace` with the simulated advapi32; ``drive`` runs beside it (feeding, tampering, stopping)."""
     rules = ruleset or _ruleset(tmp_path)
@@ -114,6 +115,7 @@ def run(
         host or FakeHost(),
         make,
         tmp_path / "stop",
+        options or live_cli.LiveOptions(),
     )
     driver.join(10)
     lines = alerts_file.read_text("utf-8").splitlines() if alerts_file.exists() else []
@@ -256,3 +258,58 @@ def test_the_recording_header_takes_the_os_pointer_size_not_the_interpreters(tmp
         tmp_path, sim, lambda: None, duration=0.1, record=recording, host=FakeHost(os_pointer_size=4)
     )
     assert code == 0 and RecordingReader(recording).header.pointer_size == 4
+
+
+def test_heartbeats_go_out_at_start_while_quiet_and_at_stop_in_the_sinks_format(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sim = SimulatedAdvapi32()
+    records = _records()[:300]
+
+    def drive() -> None:
+        _feed(sim, records)
+        time.sleep(0.3)  # a quiet host: heartbeats still go out
+        (tmp_path / "stop").touch()
+
+    options = live_cli.LiveOptions(alert_format="ecs", heartbeat_seconds=0.05)
+    code, docs = run(tmp_path, sim, drive, options=options)
+    assert code == 0
+    beats = [d["etwsensor"]["record"] for d in docs if d["event"]["kind"] == "metric"]
+    assert [b["state"] for b in beats[:1] + beats[-1:]] == ["start", "stop"] and len(beats) >= 4
+    assert beats[-1]["totals"]["events"] > 250 and beats[-1]["queue_depth"] == 0
+    assert beats[-1]["sensor"]["source"] == f"live:{KERNEL},{PROVIDERS}"
+    assert sum(beats[-1]["rates"]["events_per_second_by_provider"].values()) >= 0
+    assert set(beats[-1]["loss"]) == {"events_lost", "realtime_buffers_lost", "queue_dropped"}
+    summary = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert summary["events"] == beats[-1]["totals"]["events"]
+
+
+def test_a_rule_reload_while_tracing_swaps_rules_between_events(tmp_path: Path) -> None:
+    from etwsensor.rules.reload import ReloadOutcome, RuleReloader
+
+    rules_dir = tmp_path / "rules"
+    ruleset = _ruleset(tmp_path)  # writes rules/img.kql
+    reloader = RuleReloader(
+        [rules_dir], lambda: ReloadOutcome(*RuleSet.load([rules_dir], builtin=False)), interval=0.05
+    )
+    reloader.start()
+    sim = SimulatedAdvapi32()
+    records = _records()
+
+    def drive() -> None:
+        _feed(sim, records[:400])
+        (rules_dir / "exe.kql").write_text(
+            '// id: t-exe\nDeviceImageLoadEvents | where FileName endswith ".exe"\n', encoding="utf-8"
+        )
+        _wait(lambda: reloader.reloads == 1)
+        _feed(sim, records[400:])
+        (tmp_path / "stop").touch()
+
+    code, docs = run(tmp_path, sim, drive, ruleset=ruleset, options=live_cli.LiveOptions(reloader=reloader))
+    reloader.stop()
+    assert code == 0
+    reloads = [d for d in docs if d.get("record") == "reload"]
+    assert len(reloads) == 1 and reloads[0]["status"] == "applied" and reloads[0]["rules"]["count"] == 2
+    at = docs.index(reloads[0])
+    assert not any(d.get("rule", {}).get("id") == "t-exe" for d in docs[:at])
+    assert any(d.get("rule", {}).get("id") == "t-exe" for d in docs[at:])

@@ -18,19 +18,24 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import typer
 
 from etwsensor import exitcodes
 from etwsensor.exitcodes import SKIP_BAD_RULES_HELP
+from etwsensor.heartbeat import Heartbeat, PipelineSnapshot, ruleset_version
 from etwsensor.sinks.base import undelivered
 from etwsensor.sources.live.callback import RecordCallback
 from etwsensor.sources.live.enrich import HostApi
 from etwsensor.sources.live.health import SessionStats
 from etwsensor.sources.live.lifecycle import rename_sessions
 from etwsensor.sources.live.plan import PlanError, TracePlan, plan_for_rules
+
+if TYPE_CHECKING:
+    from etwsensor.rules.reload import RuleReloader
 
 POLL_SECONDS = 2.0
 TICK_SECONDS = 0.25  # how soon the deadline or the stop file is noticed
@@ -81,6 +86,15 @@ def trace_command(
     ),
     json_summary: bool = typer.Option(False, "--json-summary", help="The closing summary as JSON on stderr."),
     skip_bad_rules: bool = typer.Option(False, "--skip-bad-rules", help=SKIP_BAD_RULES_HELP),
+    alert_format: str | None = typer.Option(
+        None, "--format", help="Alert format: etwsensor, ecs or ocsf (per sink: URL#format=ecs)."
+    ),
+    heartbeat_seconds: float | None = typer.Option(
+        None, "--heartbeat", min=0, help="Seconds between heartbeat records (default 60; 0: none)."
+    ),
+    reload: bool = typer.Option(
+        False, "--reload", help="Watch rule folders and the config file (and SIGHUP); reload between rows."
+    ),
     stop_file: Path | None = typer.Option(
         None, "--stop-file", help="Stop (as Ctrl-C does) when this file appears: for scripts and CI."
     ),
@@ -125,11 +139,15 @@ def trace_command(
     if not is_elevated():
         _say("error: live tracing needs an elevated (administrator) prompt")
         raise typer.Exit(2)
+    from etwsensor.cli import _reloader
     from etwsensor.sources.live.enrich import WindowsHostApi
     from etwsensor.sources.live.lifecycle import EtwSessions
 
+    beat = heartbeat_seconds if heartbeat_seconds is not None else settings.output.heartbeat_seconds
+    reloader = _reloader(config, rules, not no_builtin, skip_bad_rules) if reload else None
+    options = LiveOptions(alert_format or settings.output.format, 60.0 if beat is None else beat, reloader)
     code = run_live(plan, ruleset, settings, sink, record, duration, json_summary, WindowsHostApi(),
-                    EtwSessions, stop_file)  # fmt: skip
+                    EtwSessions, stop_file, options)  # fmt: skip
     raise typer.Exit(exitcodes.worst(code, rules_code))
 
 
@@ -178,6 +196,15 @@ def _ctrl_c_deferred() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
+@dataclass(frozen=True, slots=True)
+class LiveOptions:
+    """What a live run sends besides alerts, and how its rules may change while it runs."""
+
+    alert_format: str = "etwsensor"
+    heartbeat_seconds: float = 0.0  # 0: no heartbeats
+    reloader: RuleReloader | None = None
+
+
 def run_live(
     plan: TracePlan,
     ruleset: Any,
@@ -189,6 +216,7 @@ def run_live(
     host: HostApi,
     make_sessions: Callable[[TracePlan, RecordCallback], LiveSessions],
     stop_file: Path | None = None,
+    options: LiveOptions = LiveOptions(),
 ) -> int:
     """Trace until ``duration``, Ctrl-C, ``stop_file`` or every session given up; the exit code.
 
@@ -214,7 +242,7 @@ def run_live(
     source = "live:" + ",".join(plan.session_names())
     detector = Detector(ruleset, source, Allowlist(settings.allowlist), suppressor)
     try:
-        sinks = open_sinks(sink_urls or settings.output.sinks, settings.sink)
+        sinks = open_sinks(sink_urls or settings.output.sinks, settings.sink, None, options.alert_format)
     except SinkConfigError as exc:
         _say(f"error: {exc}")
         raise typer.Exit(2) from exc
@@ -222,7 +250,7 @@ def run_live(
     records = RecordQueue(QUEUE_CAPACITY)
     decoder = Decoder()  # providers/, the tamper watch's Kernel-EventTracing included
     normalizer = Normalizer(header, device_map=settings.device_map, gates=ruleset.row_gates())
-    loop = LiveLoop(records, decoder, normalizer, detector, [sinks], recorder)
+    loop = LiveLoop(records, decoder, normalizer, detector, [sinks], recorder, reloader=options.reloader)
     callback = RecordCallback(records)
     sessions = make_sessions(plan, callback)
     host_ids = (header.host.name, header.host.device_id)
@@ -234,6 +262,7 @@ def run_live(
     worker = threading.Thread(target=loop.run, name="etwsensor-worker", daemon=True)
     worker.start()
     failed: LiveError | None = None
+    heartbeat: Heartbeat | None = None
     ended = "Ctrl-C"
     try:
         try:
@@ -246,7 +275,18 @@ def run_live(
                 _say(f"warning: {warning}")
             how = f" or create {stop_file}" if stop_file is not None else ""
             _say(f"tracing: sessions {', '.join(plan.session_names())}; Ctrl-C{how} to stop")
-            ended = _wait(duration, stop_file, watchdog, records, callback, volumes, loop)
+            if options.heartbeat_seconds:
+                heartbeat = Heartbeat(loop.send, options.heartbeat_seconds, source)
+                heartbeat.start(live_snapshot(loop, records, watchdog, sinks))
+            beat = None
+            if heartbeat is not None:
+                hb = heartbeat
+
+                def beat() -> None:
+                    if hb.due():
+                        hb.tick(live_snapshot(loop, records, watchdog, sinks))
+
+            ended = _wait(duration, stop_file, watchdog, records, callback, volumes, loop, beat)
     except KeyboardInterrupt:
         ended = "Ctrl-C"
     finally:
@@ -259,6 +299,10 @@ def run_live(
             loop.stop()
             worker.join()
             summary = loop.finish()
+            if heartbeat is not None:  # the last record before stop always goes out
+                heartbeat.stop(live_snapshot(loop, records, watchdog, sinks))
+            if options.reloader is not None:
+                options.reloader.stop()
             if recorder is not None:
                 recorder.close()
             sinks.close()
@@ -290,8 +334,10 @@ def _wait(
     callback: RecordCallback,
     volumes: Any,
     loop: Any,
+    beat: Callable[[], None] | None = None,
 ) -> str:
-    """The main thread while tracing: watchdog every POLL_SECONDS; returns why the trace ends."""
+    """The main thread while tracing: watchdog every POLL_SECONDS, heartbeats when due (also while
+    the host is quiet); returns why the trace ends."""
     start = time.monotonic()
     deadline = start + duration if duration else None
     next_poll = start + POLL_SECONDS
@@ -310,8 +356,36 @@ def _wait(
             watchdog.lost_records(callback.lost)
             for ev in volumes.changes():
                 loop.on_event(ev)
+            if beat is not None:
+                beat()
         wake = min(next_poll, deadline if deadline is not None else next_poll, now + TICK_SECONDS)
         time.sleep(max(0.0, wake - time.monotonic()))
+
+
+def live_snapshot(loop: Any, records: Any, watchdog: Any, sinks: Any) -> PipelineSnapshot:
+    """The live pipeline's counters for a heartbeat (read from the main thread: plain ints)."""
+    from etwsensor.pipeline import sink_states
+
+    by_provider: dict[str, int] = {}
+    for entry in list(loop.decoder.stats.by_event.values()):
+        by_provider[entry.provider] = by_provider.get(entry.provider, 0) + entry.count
+    lost: dict[str, int] = {}
+    for session in watchdog.state()["sessions"].values():
+        for key, n in session["losses"].items():
+            lost[key] = lost.get(key, 0) + n
+    ruleset = loop.detector.ruleset
+    loss = {
+        "events_lost": lost.get("EventsLost", 0),
+        "realtime_buffers_lost": lost.get("RealTimeBuffersLost", 0),
+        "queue_dropped": records.dropped,
+    }
+    return PipelineSnapshot(
+        events=loop.summary.events, rows=loop.normalizer.sink.report_id,
+        alerts=sum(loop.detector.alerts.values()), events_by_provider=by_provider, loss=loss,
+        queue_depth=len(records), rules_version=ruleset_version(ruleset.rules),
+        rules_count=len(ruleset.rules), rule_errors=sum(ruleset.errors.values()),
+        sinks=sink_states([sinks]) if sinks is not None else {},
+    )  # fmt: skip
 
 
 def print_summary(doc: dict[str, Any], as_json: bool) -> None:

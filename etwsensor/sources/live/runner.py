@@ -15,14 +15,16 @@ from __future__ import annotations
 import heapq
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 from etwsensor.decode.decoder import Decoder
 from etwsensor.events import RawEvent, RawRecord
 from etwsensor.normalize import Normalizer
-from etwsensor.pipeline import AlertSink, Detector, ReplaySummary, add_row_counts
+from etwsensor.pipeline import AlertSink, Detector, ReplaySummary, add_row_counts, apply_reload
+from etwsensor.rules import RowGate
+from etwsensor.rules.reload import RuleReloader
 from etwsensor.sources.live.callback import RecordQueue
 from etwsensor.sources.live.health import EVENT_TRACING, Watchdog
 from etwsensor.sources.recording import RecordingWriter
@@ -107,6 +109,7 @@ class LiveLoop:
         recorder: RecordingWriter | None = None,
         watchdog: Watchdog | None = None,
         reorder: ReorderWindow | None = None,
+        reloader: RuleReloader | None = None,
     ) -> None:
         self.records = records
         self.decoder = decoder
@@ -116,6 +119,8 @@ class LiveLoop:
         self.recorder = recorder
         self.watchdog = watchdog
         self.reorder = reorder if reorder is not None else ReorderWindow()
+        self.reloader = reloader  # hot reload: a rule set compiled aside goes live between two events
+        self._gates: Mapping[str, RowGate] = detector.ruleset.row_gates()
         self.summary = ReplaySummary(inputs=[detector.source])
         self.clock: datetime | None = None
         self.stopping = threading.Event()
@@ -141,6 +146,10 @@ class LiveLoop:
     def stop(self) -> None:
         self.stopping.set()
 
+    def _reload(self) -> None:
+        assert self.reloader is not None
+        self._gates = apply_reload(self.reloader, self.detector, [self.normalizer], self.sinks, self._gates)
+
     def on_record(self, rec: RawRecord) -> None:
         ev = self.decoder.decode(rec)
         if ev is None:
@@ -155,6 +164,8 @@ class LiveLoop:
     def on_event(self, ev: RawEvent) -> None:
         """One event into the recording and the pipeline (also used for synthetic VolumeMapping events)."""
         with self._lock:
+            if self.reloader is not None and self.reloader.ready:
+                self._reload()
             self.summary.events += 1
             if self.clock is None or ev.ts > self.clock:
                 self.clock = ev.ts
