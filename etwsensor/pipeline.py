@@ -301,9 +301,11 @@ def apply_reload(
     active: list[Normalizer],
     sinks: Sequence[AlertSink],
     gates: Mapping[str, RowGate],
+    annotate: Callable[[RuleSet], dict[str, Any]] | None = None,
 ) -> Mapping[str, RowGate]:
     """Swap in the rule set the reloader compiled (between rows) and report it on the sinks; a refused
-    set leaves everything as it was. Returns the gates now in force."""
+    set leaves everything as it was. ``annotate`` adds fields to the record of an applied set (the live
+    path says whether the sessions need a re-plan). Returns the gates now in force."""
     outcome = reloader.take()
     if outcome is None:
         return gates
@@ -315,6 +317,8 @@ def apply_reload(
         for normalizer in active:
             normalizer.regate(gates)
     record = reload_record(outcome, detector.ruleset)
+    if annotate is not None and outcome.ruleset is not None:
+        record.update(annotate(outcome.ruleset))
     for sink in sinks:
         sink.send(record)
     return gates

@@ -305,11 +305,36 @@ def test_a_rule_reload_while_tracing_swaps_rules_between_events(tmp_path: Path) 
         _feed(sim, records[400:])
         (tmp_path / "stop").touch()
 
-    code, docs = run(tmp_path, sim, drive, ruleset=ruleset, options=live_cli.LiveOptions(reloader=reloader))
+    options = live_cli.LiveOptions(reloader=reloader, plan_of=plan_for_rules)
+    code, docs = run(tmp_path, sim, drive, ruleset=ruleset, options=options)
     reloader.stop()
     assert code == 0
     reloads = [d for d in docs if d.get("record") == "reload"]
     assert len(reloads) == 1 and reloads[0]["status"] == "applied" and reloads[0]["rules"]["count"] == 2
+    assert reloads[0]["replan"] is False  # image-load rules both: the same sessions serve them
     at = docs.index(reloads[0])
     assert not any(d.get("rule", {}).get("id") == "t-exe" for d in docs[:at])
     assert any(d.get("rule", {}).get("id") == "t-exe" for d in docs[at:])
+
+
+def test_a_reload_that_needs_other_providers_says_so(tmp_path: Path) -> None:
+    from etwsensor.pipeline import apply_reload
+    from etwsensor.rules.reload import ReloadOutcome, RuleReloader
+
+    rules_dir = tmp_path / "rules"
+    ruleset = _ruleset(tmp_path)
+    plan = plan_for_rules(ruleset)
+    (rules_dir / "reg.kql").write_text("// id: t-reg\nDeviceRegistryEvents | where RegistryKey has \"Run\"\n")
+    reloader = RuleReloader([rules_dir], lambda: ReloadOutcome(*RuleSet.load([rules_dir], builtin=False)))
+    reloader.request()
+    reloader.start()
+    _wait(lambda: reloader.ready)
+    reloader.stop()
+    sink = Collect()
+    detector = Detector(ruleset, "live")
+
+    def replan(new: RuleSet) -> dict[str, Any]:
+        return {"replan": plan_for_rules(new) != plan}
+
+    apply_reload(reloader, detector, [], [sink], ruleset.row_gates(), replan)
+    assert sink.alerts[0]["replan"] is True and sink.alerts[0]["status"] == "applied"

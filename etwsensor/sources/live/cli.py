@@ -145,7 +145,12 @@ def trace_command(
 
     beat = heartbeat_seconds if heartbeat_seconds is not None else settings.output.heartbeat_seconds
     reloader = _reloader(config, rules, not no_builtin, skip_bad_rules) if reload else None
-    options = LiveOptions(alert_format or settings.output.format, 60.0 if beat is None else beat, reloader)
+
+    def plan_of(new_rules: Any) -> TracePlan:
+        return rename_sessions(plan_for_rules(new_rules, classic_fallback=classic_fallback), session_prefix)
+
+    every = 60.0 if beat is None else beat
+    options = LiveOptions(alert_format or settings.output.format, every, reloader, plan_of)
     code = run_live(plan, ruleset, settings, sink, record, duration, json_summary, WindowsHostApi(),
                     EtwSessions, stop_file, options)  # fmt: skip
     raise typer.Exit(exitcodes.worst(code, rules_code))
@@ -203,6 +208,7 @@ class LiveOptions:
     alert_format: str = "etwsensor"
     heartbeat_seconds: float = 0.0  # 0: no heartbeats
     reloader: RuleReloader | None = None
+    plan_of: Callable[[Any], TracePlan] | None = None  # the plan a reloaded rule set would need
 
 
 def run_live(
@@ -250,7 +256,19 @@ def run_live(
     records = RecordQueue(QUEUE_CAPACITY)
     decoder = Decoder()  # providers/, the tamper watch's Kernel-EventTracing included
     normalizer = Normalizer(header, device_map=settings.device_map, gates=ruleset.row_gates())
-    loop = LiveLoop(records, decoder, normalizer, detector, [sinks], recorder, reloader=options.reloader)
+    replan = None
+    if options.plan_of is not None:
+        plan_of = options.plan_of
+
+        def replan(new_rules: Any) -> dict[str, Any]:
+            try:
+                wanted = plan_of(new_rules)
+            except PlanError as exc:
+                return {"replan": True, "plan_error": str(exc)}
+            return {"replan": wanted != plan, "sessions": list(wanted.session_names())}
+
+    loop = LiveLoop(records, decoder, normalizer, detector, [sinks], recorder, reloader=options.reloader,
+                    replan=replan)  # fmt: skip
     callback = RecordCallback(records)
     sessions = make_sessions(plan, callback)
     host_ids = (header.host.name, header.host.device_id)

@@ -23,7 +23,7 @@ from etwsensor.decode.decoder import Decoder
 from etwsensor.events import RawEvent, RawRecord
 from etwsensor.normalize import Normalizer
 from etwsensor.pipeline import AlertSink, Detector, ReplaySummary, add_row_counts, apply_reload
-from etwsensor.rules import RowGate
+from etwsensor.rules import RowGate, RuleSet
 from etwsensor.rules.reload import RuleReloader
 from etwsensor.sources.live.callback import RecordQueue
 from etwsensor.sources.live.health import EVENT_TRACING, Watchdog
@@ -110,6 +110,7 @@ class LiveLoop:
         watchdog: Watchdog | None = None,
         reorder: ReorderWindow | None = None,
         reloader: RuleReloader | None = None,
+        replan: Callable[[RuleSet], dict[str, Any]] | None = None,
     ) -> None:
         self.records = records
         self.decoder = decoder
@@ -120,6 +121,7 @@ class LiveLoop:
         self.watchdog = watchdog
         self.reorder = reorder if reorder is not None else ReorderWindow()
         self.reloader = reloader  # hot reload: a rule set compiled aside goes live between two events
+        self.replan = replan  # what a reloaded set would need of the sessions (for the reload record)
         self._gates: Mapping[str, RowGate] = detector.ruleset.row_gates()
         self.summary = ReplaySummary(inputs=[detector.source])
         self.clock: datetime | None = None
@@ -148,7 +150,9 @@ class LiveLoop:
 
     def _reload(self) -> None:
         assert self.reloader is not None
-        self._gates = apply_reload(self.reloader, self.detector, [self.normalizer], self.sinks, self._gates)
+        self._gates = apply_reload(
+            self.reloader, self.detector, [self.normalizer], self.sinks, self._gates, self.replan
+        )
 
     def on_record(self, rec: RawRecord) -> None:
         ev = self.decoder.decode(rec)
