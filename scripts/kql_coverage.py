@@ -1,9 +1,12 @@
-"""KQL coverage: run `rules check` over the shared corpora and write docs/kql-coverage.md.
+"""KQL coverage: run `rules check` and `hunt` over the shared corpora and write docs/kql-coverage.md.
 
     python scripts/kql_coverage.py [--root ../shared/data/kql] [--out docs/kql-coverage.md]
 
 A dev tool (it reads ../shared beside the checkout; tests do not). For each corpus: how many queries
-compile, and the failures grouped by reason, with example files. The compiled-IR cache makes reruns fast.
+compile as streaming rules, and the failures grouped by reason, with example files. For the hunting corpus
+also: how many run with `etwsensor hunt` (duckdb-kql over DuckDB) on the demo trace's rows, counted over the
+queries that read only tables etwsensor produces. The compiled-IR cache makes reruns fast. When no corpus is
+found the document is left as it is.
 """
 
 from __future__ import annotations
@@ -13,10 +16,23 @@ import re
 import sys
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 from etwsensor.rules import RuleSet
 from etwsensor.rules.errors import RuleFailure
+from etwsensor.tables import schemas
+
+DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo.jsonl.zst"
+HUNT_CORPUS = "m365d-hunting-queries"
+# The Advanced Hunting tables a query may name (Microsoft 365 Defender's schema reference): a query is in
+# scope for `hunt` when every table it names is one etwsensor produces.
+AH_TABLE = re.compile(
+    r"\b(Device\w*Events|DeviceInfo|DeviceNetworkInfo|DeviceFileCertificateInfo|DeviceTvm\w+|"
+    r"DeviceBaseline\w+|AlertInfo|AlertEvidence|Email(?:Events|AttachmentInfo|UrlInfo|PostDeliveryEvents)|"
+    r"Identity(?:Info|LogonEvents|QueryEvents|DirectoryEvents)|CloudAppEvents|AAD\w+Beta|UrlClickEvents|"
+    r"Behavior(?:Info|Entities))\b"
+)
 
 CORPORA = {
     "sigma-converted-microsoft-xdr": "SigmaHQ rules converted by pySigma-backend-kusto (DRL 1.1)",
@@ -61,12 +77,115 @@ def check(folder: Path) -> tuple[int, list[RuleFailure], float]:
     return len(rs.rules) + len(dup), real, time.perf_counter() - t
 
 
-def render(results: dict[str, tuple[int, list[RuleFailure], float]], root: Path) -> str:
+@dataclass
+class HuntOutcome:
+    file: str
+    status: str  # ran | failed | other tables
+    reason: str = ""
+    where: str = ""
+    rows: int = 0
+    tables: tuple[str, ...] = ()
+
+
+def _hunt_reason(kind: str, message: str) -> str:
+    if kind == "syntax" and re.search(r"input '(Device\w+|let)' expecting \{<EOF>, ';'\}", message):
+        return "several queries in one file (syntax error where the second starts)"
+    if kind == "syntax":
+        return "syntax error (duckdb-kql's Kql.g4 grammar)"
+    m = re.match(r"not supported by the hunt engine \(duckdb-kql\): (.+?)(?: \(|$)", message)
+    if m:
+        return f"not translated by duckdb-kql 1.1.2: {m.group(1)}"
+    return f"{kind}: {message[:80]}"
+
+
+def hunt(folder: Path) -> tuple[list[HuntOutcome], float]:
+    """Every query of the corpus through `hunt` on the demo rows (the same functions the command uses)."""
+    import duckdb
+
+    from etwsensor.hunt.query import HuntQueryError, run, translate_error
+    from etwsensor.hunt.store import connect, load_inputs, newest_time
+
+    t = time.perf_counter()
+    con = connect()
+    load_inputs(con, [DEMO])
+    now = newest_time(con)
+    ours = set(schemas())
+    out: list[HuntOutcome] = []
+    for path in sorted(folder.glob("*.kql")):
+        text = path.read_text(encoding="utf-8")
+        code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("//"))
+        named = tuple(sorted(set(AH_TABLE.findall(code))))
+        if not set(named) <= ours:
+            out.append(
+                HuntOutcome(path.name, "other tables", tables=tuple(n for n in named if n not in ours))
+            )
+            continue
+        try:
+            rows = len(run(con, text, now).cursor.fetchall())
+        except HuntQueryError as exc:
+            where = f"{path.name}:{exc.line}:{exc.column}" if exc.line else path.name
+            out.append(HuntOutcome(path.name, "failed", _hunt_reason(exc.kind, exc.message), where))
+            continue
+        except duckdb.Error as exc:
+            err = translate_error(text, exc)
+            out.append(HuntOutcome(path.name, "failed", _hunt_reason(err.kind, err.message), path.name))
+            continue
+        out.append(HuntOutcome(path.name, "ran", rows=rows))
+    return out, time.perf_counter() - t
+
+
+def render_hunt(outcomes: list[HuntOutcome]) -> list[str]:
+    ran = [o for o in outcomes if o.status == "ran"]
+    failed = [o for o in outcomes if o.status == "failed"]
+    other = [o for o in outcomes if o.status == "other tables"]
+    scope = len(ran) + len(failed)
+    pct = 100.0 * len(ran) / scope if scope else 0.0
+    lines = [
+        "",
+        f"## {HUNT_CORPUS}: `etwsensor hunt`",
+        "",
+        "Each query run by `etwsensor hunt` (duckdb-kql 1.1.2 over DuckDB) on the rows of the demo trace",
+        "(`examples/demo.jsonl.zst`). In scope: the queries that name only tables etwsensor produces",
+        f"({', '.join(schemas())}); the others need tables no ETW sensor can fill.",
+        "",
+        "| queries | over etwsensor's tables | ran | % of those | failed | returned rows on the demo |"
+        " other tables |",
+        "|---|---|---|---|---|---|---|",
+        f"| {len(outcomes)} | {scope} | {len(ran)} | {pct:.1f} | {len(failed)} |"
+        f" {sum(1 for o in ran if o.rows)} | {len(other)} |",
+        "",
+        "Failures by reason:",
+        "",
+        "| count | reason | examples |",
+        "|---|---|---|",
+    ]
+    groups: dict[str, list[HuntOutcome]] = defaultdict(list)
+    for o in failed:
+        groups[o.reason].append(o)
+    for key, items in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        examples = "; ".join(f"`{o.where}`" for o in items[:3])
+        lines.append(f"| {len(items)} | {key.replace('|', '/')} | {examples} |")
+    if not failed:
+        lines.append("| 0 | | |")
+    needed: dict[str, int] = defaultdict(int)
+    for o in other:
+        for t in o.tables:
+            needed[t] += 1
+    lines += ["", "Tables the out-of-scope queries need (queries per table):", ""]
+    lines.append(", ".join(f"{t} {n}" for t, n in sorted(needed.items(), key=lambda kv: (-kv[1], kv[0]))))
+    return lines
+
+
+def render(
+    results: dict[str, tuple[int, list[RuleFailure], float]],
+    root: Path,
+    hunted: list[HuntOutcome] | None = None,
+) -> str:
     lines = [
         "# KQL coverage of the rule compiler",
         "",
         "Generated by `python scripts/kql_coverage.py` (runs `etwsensor rules check` over",
-        "`../shared/data/kql/{corpus}`). Do not edit by hand.",
+        "`../shared/data/kql/{corpus}`, and `etwsensor hunt` over the hunting corpus). Do not edit by hand.",
         "",
         "| corpus | queries | compiled | % | failed |",
         "|---|---|---|---|---|",
@@ -90,6 +209,8 @@ def render(results: dict[str, tuple[int, list[RuleFailure], float]], root: Path)
         for key, items in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
             examples = "; ".join(f"`{Path(f.file).name}:{f.line}:{f.col}`" for f in items[:3])
             lines.append(f"| {len(items)} | {key.replace('|', '/')} | {examples} |")
+    if hunted is not None:
+        lines += render_hunt(hunted)
     return "\n".join(lines) + "\n"
 
 
@@ -108,7 +229,16 @@ def main() -> int:
             results[name] = check(folder)
             ok, failed, secs = results[name]
             print(f"{name}: {ok} compiled, {len(failed)} failed ({secs:.1f}s)", file=sys.stderr)
-    args.out.write_text(render(results, args.root), encoding="utf-8")
+    if not results:
+        print(f"error: no corpus under {args.root}; {args.out} left as it is", file=sys.stderr)
+        return 2
+    hunted = None
+    if (args.root / HUNT_CORPUS).is_dir():
+        hunted, secs = hunt(args.root / HUNT_CORPUS)
+        ran = sum(1 for o in hunted if o.status == "ran")
+        scope = sum(1 for o in hunted if o.status != "other tables")
+        print(f"{HUNT_CORPUS} hunt: {ran} of {scope} in scope ran ({secs:.1f}s)", file=sys.stderr)
+    args.out.write_text(render(results, args.root, hunted), encoding="utf-8")
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import typer
 
-EXIT_QUERY = 1
-EXIT_USAGE = 2
-EXIT_DAMAGED = 3
+from etwsensor.exitcodes import DAMAGED_INPUT as EXIT_DAMAGED
+from etwsensor.exitcodes import RULE_ERRORS as EXIT_QUERY  # the query cannot run: a failed check
+from etwsensor.exitcodes import USAGE as EXIT_USAGE
 
 
 def _say(message: str) -> None:

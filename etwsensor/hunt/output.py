@@ -48,15 +48,25 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _records(rel: Result) -> Iterator[list[Any]]:
-    is_json = [t.upper() == "JSON" for t in rel.types]  # dynamic values arrive as JSON text
+def records(rel: Result) -> Iterator[list[Any]]:
+    """The result's rows as JSON-ready values, in chunks.
+
+    Kusto strings are never null, so a null string (a column an outer ``union`` leg lacks, in duckdb-kql)
+    comes out as ``""``, as Kusto and the streaming rules give it.
+    """
+    types = [t.upper() for t in rel.types]
+    is_json = [t == "JSON" for t in types]  # dynamic values arrive as JSON text
+    is_text = [t == "VARCHAR" for t in types]
     while True:
         chunk = rel.cursor.fetchmany(CHUNK)
         if not chunk:
             return
         for row in chunk:
             out = []
-            for value, js in zip(row, is_json, strict=True):
+            for value, js, text in zip(row, is_json, is_text, strict=True):
+                if value is None:
+                    out.append("" if text else None)
+                    continue
                 if js and isinstance(value, str):
                     with contextlib.suppress(ValueError):
                         value = json.loads(value)
@@ -68,7 +78,7 @@ def write_ndjson(rel: Result, fh: IO[str]) -> int:
     names = rel.columns
     encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
     n = 0
-    for rec in _records(rel):
+    for rec in records(rel):
         fh.write(encode(dict(zip(names, rec, strict=True))) + "\n")
         n += 1
     return n
@@ -78,7 +88,7 @@ def write_csv(rel: Result, fh: IO[str]) -> int:
     writer = csv.writer(fh, lineterminator="\n")
     writer.writerow(rel.columns)
     n = 0
-    for rec in _records(rel):
+    for rec in records(rel):
         writer.writerow(
             json.dumps(v, ensure_ascii=False) if isinstance(v, list | dict) else ("" if v is None else v)
             for v in rec
@@ -109,7 +119,7 @@ def print_table(rel: Result, limit: int) -> int:
     table = Table(*rel.columns, show_lines=False)
     shown = 0
     total = 0
-    for rec in _records(rel):
+    for rec in records(rel):
         total += 1
         if shown < limit:
             table.add_row(*(_cell(v) for v in rec))

@@ -97,6 +97,20 @@ class Result:
         return [str(d[1]) for d in self.cursor.description or []]
 
 
+# Kusto's deprecated spellings of functions that queries written years ago still use; duckdb-kql knows
+# only the current names. Rewritten outside string literals and comments, where they are calls.
+_ALIASES = {"makeset": "make_set", "makelist": "make_list", "parsejson": "parse_json"}
+_ALIAS_OR_SKIP = re.compile(
+    r"""(//[^\n]*|@"(?:[^"]|"")*"|@'(?:[^']|'')*'|"(?:\\.|[^"\\\n])*"|'(?:\\.|[^'\\\n])*')"""
+    r"|\b(" + "|".join(_ALIASES) + r")(?=\s*\()"
+)
+
+
+def current_names(kql: str) -> str:
+    """The query with Kusto's deprecated function aliases (makeset, makelist, parsejson) renamed."""
+    return _ALIAS_OR_SKIP.sub(lambda m: m.group(1) or _ALIASES[m.group(2)], kql)
+
+
 def translate(
     con: duckdb.DuckDBPyConnection, kql: str, now: datetime | None
 ) -> tuple[str, dict[str, object]]:
@@ -104,7 +118,7 @@ def translate(
     from duckdb_kql.engine import schema
 
     try:
-        sql = duckdb_kql.to_sql(kql, schema=schema(con), query_now=now, allow_write=False)
+        sql = duckdb_kql.to_sql(current_names(kql), schema=schema(con), query_now=now, allow_write=False)
     except (duckdb_kql.KqlError, duckdb.Error) as exc:
         raise translate_error(kql, exc) from exc
     if sql.unbound:

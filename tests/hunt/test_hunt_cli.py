@@ -228,3 +228,14 @@ def test_schema_kusto_matches_the_tables() -> None:
     doc = json.loads(run("schema", "--json", "-t", "devicefileevents").stdout)
     assert list(doc) == ["DeviceFileEvents"]
     assert run("schema", "-t", "Nope").returncode == 2
+
+
+def test_deprecated_function_names_run_and_strings_stay_as_written() -> None:
+    q = """DeviceProcessEvents | summarize s = makeset(FileName), l = makelist(ProcessId) by AccountName
+| extend t = "makeset(x)", j = parsejson('{"k": "makelist(y)"}')
+| where AccountName == "system" """
+    r = run("hunt", q, str(DEMO))
+    assert r.returncode == 0, r.stderr
+    (row,) = ndjson(r.stdout)
+    assert row["s"] == ["TiWorker.exe"] and len(row["l"]) == 6
+    assert row["t"] == "makeset(x)" and row["j"] == {"k": "makelist(y)"}
