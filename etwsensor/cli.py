@@ -457,6 +457,16 @@ def _print_summary(doc: dict[str, Any], as_json: bool, rule_names: dict[str, str
     )
     for rule_id, n in sorted(doc["alerts_by_rule"].items()):
         say(f"  {n:>6,}  {rule_names.get(rule_id, '')} ({rule_id})")
+    for path, kind in doc.get("input_kinds", {}).items():
+        say(f"  input {path}: {kind}")
+    for provider, counts in doc.get("source_events", {}).items():
+        by_id = sorted(counts.items(), key=lambda kv: (len(kv[0].split()[0]), kv[0]))
+        say(f"  {provider}: " + ", ".join(f"{k} {n:,}" for k, n in by_id))
+    if doc.get("unmapped_events"):
+        unmapped = ", ".join(f"{k} {n:,}" for k, n in doc["unmapped_events"].items())
+        say(f"  events with no table (counted, not errors): {unmapped}")
+    for reason, n in doc.get("events_without_rows", {}).items():
+        say(f"  no row for {n:,} event(s): {reason}")
     say(
         f"decode errors {doc['decode_errors']:,}, undecoded {doc['undecoded']:,}, "
         f"unresolved rows {dict(doc['unresolved']) or 0}, rule evaluation errors {doc['rule_errors'] or 0}"

@@ -91,6 +91,12 @@ class ReplaySummary:
     sinks: dict[str, Any] = field(default_factory=dict)
     interrupted: bool = False  # Ctrl-C: the counts are the run so far
     enrich: dict[str, Any] = field(default_factory=dict)  # image facts: where from, counts, what stayed empty
+    input_kinds: dict[str, str] = field(default_factory=dict)  # path → etl, recording, evtx, …
+    # Windows event logs: events per provider and "id name"; the ones no table takes, and why
+    # mapped events still made no row
+    source_events: dict[str, Counter[str]] = field(default_factory=dict)
+    unmapped_events: Counter[str] = field(default_factory=Counter)
+    events_without_rows: Counter[str] = field(default_factory=Counter)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -112,6 +118,10 @@ class ReplaySummary:
             "sinks": self.sinks,
             "interrupted": self.interrupted,
             "enrich": self.enrich,
+            "input_kinds": self.input_kinds,
+            "source_events": {p: dict(c) for p, c in self.source_events.items()},
+            "unmapped_events": dict(self.unmapped_events),
+            "events_without_rows": dict(self.events_without_rows),
         }
 
 
@@ -124,6 +134,19 @@ def add_row_counts(summary: ReplaySummary, counts: dict[str, dict[str, int]]) ->
     for table, actions in counts.items():
         summary.rows[table] += sum(actions.values())
         summary.rows_by_action.setdefault(table, Counter()).update(actions)
+
+
+def add_source_counts(summary: ReplaySummary, source: Any) -> None:
+    """Events per provider and event id of a Windows event log (what the issue's summary names)."""
+    from etwsensor.sources.windows_events import WindowsEventSource
+
+    if not isinstance(source, WindowsEventSource):
+        return
+    for count in source.stats.by_event.values():
+        label = f"{count.id} {count.name}".strip()
+        summary.source_events.setdefault(count.provider, Counter())[label] += count.count
+        if not count.known:
+            summary.unmapped_events[f"{count.provider} {label}"] += count.count
 
 
 def _row_batches(
@@ -139,7 +162,7 @@ def _row_batches(
     the rows made so far in this input (built or skipped by a gate: the count the summary shows);
     events that complete no row yield nothing. Fills the input's counts into the summary at the end."""
     from etwsensor.normalize import Normalizer, is_row_file
-    from etwsensor.sources import open_source
+    from etwsensor.sources import open_source, source_kind
 
     if is_row_file(path):
         from etwsensor.sources.rowfile import read_row_file
@@ -154,10 +177,13 @@ def _row_batches(
             ts = row.get("Timestamp")
             yield ((table, row),), ts if isinstance(ts, datetime) else None, made
         add_row_counts(summary, counts)
+        summary.input_kinds[str(path)] = rows.kind  # known once read: $table rows or a Defender export
         if rows.bad:
             summary.damage.append(f"{path}: {rows.bad} bad line(s) skipped")
+            summary.damage.extend(f"{path}: line {n}: {reason}" for n, reason in rows.bad_lines[:100])
         return
     source = open_source(path)
+    summary.input_kinds[str(path)] = source_kind(path)
     facts = None
     if files_from is not None:
         from etwsensor.enrich import offline_enricher
@@ -185,6 +211,8 @@ def _row_batches(
     summary.unresolved.update(normalizer.sink.unresolved)
     summary.rows_skipped.update(normalizer.sink.skipped)
     summary.damage.extend(str(d) for d in source.damage)
+    add_source_counts(summary, source)
+    summary.events_without_rows.update(normalizer.windows.skipped)
     _add_enrich(summary, str(path), normalizer.facts, files_from)
 
 

@@ -21,6 +21,7 @@ from etwsensor.normalize.processes import ProcessTracker
 from etwsensor.normalize.registry import RegistryTracker
 from etwsensor.normalize.rows import Handlers, Row, RowGate, RowSink
 from etwsensor.normalize.win32k import Win32kTracker
+from etwsensor.normalize.windows_events import WindowsEventTracker
 from etwsensor.sources.header import RecordingHeader
 
 if TYPE_CHECKING:
@@ -65,6 +66,7 @@ class Normalizer:
         self.files = FileTracker(self.sink, self.paths, self.processes, gates=gates)
         self.win32k = Win32kTracker(self.sink, self.processes)
         self.facts = facts
+        self.windows = WindowsEventTracker(self.sink, self.processes)
         self._pending_starts = self.processes.pending  # the same dict: checked per event, cheaply
         self._open_polls = self.win32k.open  # likewise: GetAsyncKeyState windows waiting to close
         self._handlers: Handlers = {
@@ -73,6 +75,7 @@ class Normalizer:
             **self.registry.handlers(),
             **self.files.handlers(),
             **self.win32k.handlers(),
+            **self.windows.handlers(),
             ("SystemConfigEx", "VolumeMapping"): self._volume_mapping,
             ("SystemConfigEx", "SystemPaths"): self._system_paths,
             ("etwsensor-ImageFacts", "ImageFacts"): self._image_facts,
@@ -162,6 +165,7 @@ class Normalizer:
             "rows": {table: dict(actions) for table, actions in self.sink.counts.items()},
             "unresolved": dict(self.sink.unresolved),
             "skipped": dict(self.sink.skipped),
+            "events_without_rows": dict(self.windows.skipped),
             "decode_errors": self.decode_errors,
             "bad_events": self.bad_events,
             "unknown_devices": self.paths.unknown_devices,

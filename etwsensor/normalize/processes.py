@@ -21,6 +21,8 @@ from etwsensor.normalize.paths import PathResolver, file_name_of
 from etwsensor.normalize.rows import Handlers, Row, RowSink, path_unresolved
 
 MERGE_WINDOW = timedelta(milliseconds=100)
+# image_info suffixes that are the ProcessCreated row's own columns without a "Process" prefix
+_OWN_COLUMNS = frozenset({"SHA1", "SHA256", "MD5", "FileSize"})
 PROCESS_TABLE = "DeviceProcessEvents"
 # The columns ``Process.initiating`` gives every row a process causes.
 INITIATING_COLUMNS = frozenset({
@@ -54,6 +56,12 @@ class Process:
     has_manifest: bool = False
     path_guessed: bool = False  # folder_path taken from the command line; an image record wins
     ended: bool = False
+    guid: str = ""  # Sysmon's ProcessGuid, when the process is known from Windows events
+    logon_id: int | None = None
+    # What the image's hashes and version info give, by column suffix ("SHA1",
+    # "VersionInfoCompanyName", …): ``<suffix>`` or ``Process<suffix>`` on its ProcessCreated row,
+    # ``InitiatingProcess<suffix>`` on the rows it causes.
+    image_info: Row | None = None
     _initiating: Row | None = field(default=None, repr=False)
 
     def initiating(self) -> Row:
@@ -77,6 +85,9 @@ class Process:
                 "InitiatingProcessParentCreationTime": parent.create_time if parent else None,
                 "InitiatingProcessSessionId": self.session_id,
             }
+            if self.image_info:
+                for suffix, value in self.image_info.items():
+                    cols["InitiatingProcess" + suffix] = value
         return cols
 
     @property
@@ -121,6 +132,7 @@ class ProcessTracker:
         self._max_processes = max_processes
         # starts waiting (at most MERGE_WINDOW of event time) for their other half
         self._pending: dict[int, Process] = {}
+        self._by_guid: dict[str, Process] = {}
         self._classic_seen = False
         self._manifest_seen = False
         # starts that waited in vain while the other provider was never seen: it is not in this
@@ -410,6 +422,35 @@ class ProcessTracker:
             proc.path_guessed = False
             proc.changed()
 
+    # --- processes known from Windows event logs (Sysmon, Security) -----------------------------
+
+    def by_guid(self, guid: str) -> Process | None:
+        proc = self._by_guid.get(guid)
+        if proc is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return proc
+
+    def adopt(self, proc: Process, parent: Process | None = None) -> None:
+        """Put a process that a Windows event describes into the table (by pid, and by its GUID
+        when it has one); ``parent`` when the event names it for sure."""
+        self._insert(proc)
+        if parent is not None:
+            proc.parent = parent
+        if proc.guid:
+            by_guid = self._by_guid
+            by_guid[proc.guid] = proc
+            if len(by_guid) > self._max_processes:
+                del by_guid[next(iter(by_guid))]
+
+    def created(self, proc: Process) -> None:
+        """Write the ProcessCreated row of a process put in with ``adopt``."""
+        self._emit_created(proc)
+
+    def ended(self, proc: Process) -> None:
+        self._end(proc)
+
     # --- rows ----------------------------------------------------------------------------------
 
     def _emit_created(self, proc: Process) -> None:
@@ -426,5 +467,12 @@ class ProcessTracker:
         row["ProcessIntegrityLevel"] = proc.integrity
         row["ProcessTokenElevation"] = proc.elevation
         row["CreatedProcessSessionId"] = proc.session_id
+        if proc.logon_id is not None:
+            row["LogonId"] = proc.logon_id
+        if parent is not None and parent.logon_id is not None:
+            row["InitiatingProcessLogonId"] = parent.logon_id
+        if proc.image_info:
+            for suffix, value in proc.image_info.items():
+                row[suffix if suffix in _OWN_COLUMNS else "Process" + suffix] = value
         unresolved = parent is None or not proc.resolved
         self._sink.emit(PROCESS_TABLE, "ProcessCreated", proc.first_seen, row, unresolved)

@@ -158,7 +158,10 @@ def _parse_now(text: str | None) -> datetime | None:
 @rules_app.command("test")
 def test_rule(
     rule_ref: str = typer.Argument(..., metavar="RULE", help="Rule id or path to a rule file."),
-    file: Path = typer.Argument(..., help="Row file (.ndjson), recording or .etl file."),
+    file: Path = typer.Argument(
+        ...,
+        help="Row file (.ndjson, Defender export .csv/.json), recording, .etl, .evtx or Windows event JSON.",
+    ),
     now: str | None = typer.Option(
         None, "--now", help="Pin now()/ago() (ISO-8601); default: newest row time."
     ),
@@ -174,10 +177,11 @@ def test_rule(
     pinned = _parse_now(now)
     assert rule.plan is not None
     rs = RuleSet([rule], rule.plan.clock)
-    name = file.name.lower()
+    from etwsensor.normalize import is_row_file
+
     rows: Iterable[tuple[str, dict[str, Any]]]
     reader = None
-    if name.endswith((".ndjson", ".ndjson.zst")):
+    if is_row_file(file):
         reader = read_row_file(file)
         rows = reader
     else:
