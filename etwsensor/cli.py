@@ -24,6 +24,7 @@ from etwsensor.hunt.cli import export_command, hunt_command, schema_command
 from etwsensor.logging import configure as configure_logging
 from etwsensor.normalize.cli import normalize_command
 from etwsensor.rules.cli import rules_app
+from etwsensor.service.cli import service_app
 from etwsensor.sources.live.cli import trace_command
 
 if TYPE_CHECKING:
@@ -77,6 +78,7 @@ app.add_typer(providers_app, name="providers")
 app.add_typer(rules_app, name="rules")
 app.command("normalize")(normalize_command)
 app.command("trace")(trace_command)
+app.add_typer(service_app, name="service")
 app.command("hunt")(hunt_command)
 app.command("export")(export_command)
 app.command("schema")(schema_command)

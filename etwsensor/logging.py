@@ -29,3 +29,27 @@ def configure(verbose: bool = False) -> None:
 
 def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
     return structlog.get_logger(name)  # type: ignore[no-any-return]
+
+
+def configure_file(path: str, max_bytes: int = 10 << 20, backups: int = 5, verbose: bool = False) -> None:
+    """JSON lines into a size-rotated file (PATH, PATH.1 … PATH.<backups>): for the Windows service, which
+    has no console. Other handlers (the Event Log) may be added to the ``etwsensor`` stdlib logger."""
+    from logging.handlers import RotatingFileHandler
+
+    handler = RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("etwsensor")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.propagate = False
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG if verbose else logging.INFO),
+        logger_factory=lambda *_: structlog.stdlib.LoggerFactory()("etwsensor"),
+        cache_logger_on_first_use=False,
+    )

@@ -209,6 +209,7 @@ class LiveOptions:
     heartbeat_seconds: float = 0.0  # 0: no heartbeats
     reloader: RuleReloader | None = None
     plan_of: Callable[[Any], TracePlan] | None = None  # the plan a reloaded rule set would need
+    stop_event: threading.Event | None = None  # set by a service stop or system shutdown
 
 
 def run_live(
@@ -304,7 +305,8 @@ def run_live(
                     if hb.due():
                         hb.tick(live_snapshot(loop, records, watchdog, sinks))
 
-            ended = _wait(duration, stop_file, watchdog, records, callback, volumes, loop, beat)
+            ended = _wait(duration, stop_file, watchdog, records, callback, volumes, loop, beat,
+                          options.stop_event)  # fmt: skip
     except KeyboardInterrupt:
         ended = "Ctrl-C"
     finally:
@@ -353,6 +355,7 @@ def _wait(
     volumes: Any,
     loop: Any,
     beat: Callable[[], None] | None = None,
+    stop_event: threading.Event | None = None,
 ) -> str:
     """The main thread while tracing: watchdog every POLL_SECONDS, heartbeats when due (also while
     the host is quiet); returns why the trace ends."""
@@ -365,6 +368,8 @@ def _wait(
             return "duration"
         if stop_file is not None and stop_file.exists():
             return "stop file"
+        if stop_event is not None and stop_event.is_set():
+            return "service stop"
         if watchdog.blind:
             return "every session lost"
         if now >= next_poll:
