@@ -82,6 +82,17 @@ class SuppressionConfig(BaseModel):
     rules: dict[str, RuleSuppression] = Field(default_factory=dict, description="per rule id")
 
 
+class EnrichConfig(BaseModel):
+    """Image facts (docs/enrich.md): hashes, size, version resource and signature of every image."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(default=True, description="live tracing computes image facts")
+    wait_ms: float = Field(default=10, ge=0, le=1000, description="longest wait of one event's rows")
+    max_mb_per_second: float = Field(default=32, ge=0, description="read/hash rate limit (0: none)")
+    max_file_size_mb: float = Field(default=64, gt=0, description="larger files: size only")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ETWSENSOR_", env_nested_delimiter="__", extra="forbid")
 
@@ -91,6 +102,7 @@ class Settings(BaseSettings):
     suppression: SuppressionConfig = Field(default_factory=SuppressionConfig)
     allowlist: list[AllowEntry] = Field(default_factory=list)
     device_map: str | None = Field(default=None, description='JSON file or "C:=\\Device\\HarddiskVolume3;…"')
+    enrich: EnrichConfig = Field(default_factory=EnrichConfig)
 
 
 def load_settings(path: Path | None = None, **overrides: Any) -> Settings:

@@ -35,6 +35,7 @@ __all__ = [
     "enriched_columns",
     "facts_event",
     "facts_from_fields",
+    "live_enricher",
     "offline_enricher",
     "parse_files_from",
 ]
@@ -46,3 +47,15 @@ def offline_enricher(files_from: str, budget: Budget | None = None) -> Enricher:
     locator = CollectedFiles(parse_files_from(files_from))
     worker = FactsWorker(locator, budget or Budget(max_bytes_per_second=0), synchronous=True)
     return Enricher(worker, wait_seconds=None)
+
+
+def live_enricher(
+    wait_ms: float = 10, max_mb_per_second: float = 32, max_file_size_mb: float = 64, record: bool = False
+) -> tuple[Enricher, FactsWorker]:
+    """The enricher of live tracing: this host's files, a budgeted worker thread (started here; close it
+    at the end), rows waiting at most ``wait_ms`` for facts; ``record``: facts go into the recording."""
+    budget = Budget(max_bytes_per_second=max_mb_per_second * 1024 * 1024,
+                    max_file_size=int(max_file_size_mb * 1024 * 1024))  # fmt: skip
+    worker = FactsWorker(HostFiles(), budget)
+    worker.start()
+    return Enricher(worker, wait_seconds=wait_ms / 1000, record=record), worker

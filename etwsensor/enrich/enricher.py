@@ -104,6 +104,7 @@ class Enricher:
         self._facts: dict[str, ImageFacts] = {}
         self._max_facts = max_facts
         self._pending: set[str] = set()
+        self._absent: set[str] = set()  # paths the worker found no file for
         self.to_record: list[RawEvent] = []
         self.recorded_in = 0  # ImageFacts events read from the input
         self.rows_filled = 0
@@ -125,6 +126,13 @@ class Enricher:
             return
         if facts.error:
             self.errors[facts.error] = self.errors.get(facts.error, 0) + 1
+        if facts.error == "not_found":
+            # Not stored nor recorded (a row without facts is the same either way): only remembered,
+            # so that its rows do not ask and wait again.
+            if len(self._absent) >= self._max_facts:
+                self._absent.clear()
+            self._absent.add(facts.path)
+            return
         if facts.path not in store and len(store) >= self._max_facts:
             del store[next(iter(store))]  # the oldest: the same order live and in replay
         store[facts.path] = facts
@@ -153,14 +161,20 @@ class Enricher:
         if worker is not None:
             self._drain(ts)
             wanted: set[str] | None = None
+            absent = self._absent
             for table, row in rows:
                 for path in _paths_of(table, row):
-                    if path not in store:
-                        if wanted is None:
-                            wanted = set()
-                        wanted.add(path)
-                    elif table == FILE and not worker.synchronous:
-                        worker.request(path)  # a file event: the file may have changed, look again
+                    if path in store:
+                        if table == FILE and not worker.synchronous:
+                            worker.request(path)  # a file event: the file may have changed, look again
+                        continue
+                    if path in absent:
+                        if table != FILE:
+                            continue
+                        absent.discard(path)  # a file event: it may exist now
+                    if wanted is None:
+                        wanted = set()
+                    wanted.add(path)
             if wanted is not None:
                 self._request(worker, wanted, ts)
         for table, row in rows:

@@ -256,7 +256,14 @@ def run_live(
     recorder = RecordingWriter(record, header) if record is not None else None
     records = RecordQueue(QUEUE_CAPACITY)
     decoder = Decoder()  # providers/, the tamper watch's Kernel-EventTracing included
-    normalizer = Normalizer(header, device_map=settings.device_map, gates=ruleset.row_gates())
+    facts, facts_worker = None, None
+    if settings.enrich.enabled:  # image facts from this host's files (docs/enrich.md)
+        from etwsensor.enrich import live_enricher
+
+        e = settings.enrich
+        recording = record is not None
+        facts, facts_worker = live_enricher(e.wait_ms, e.max_mb_per_second, e.max_file_size_mb, recording)
+    normalizer = Normalizer(header, device_map=settings.device_map, gates=ruleset.row_gates(), facts=facts)
     replan = None
     if options.plan_of is not None:
         plan_of = options.plan_of
@@ -323,6 +330,8 @@ def run_live(
                 heartbeat.stop(live_snapshot(loop, records, watchdog, sinks))
             if options.reloader is not None:
                 options.reloader.stop()
+            if facts_worker is not None:
+                facts_worker.close()
             if recorder is not None:
                 recorder.close()
             sinks.close()
@@ -336,6 +345,8 @@ def run_live(
                    "ended": ended, "warnings": list(sessions.warnings),
                    "reorder": {"reordered": loop.reorder.reordered, "late": loop.reorder.late},
                    "bad_records": callback.bad}  # fmt: skip
+    if facts is not None:
+        doc["enrich"] = {"inputs": {detector.source: {"source": "this host", **facts.stats()}}}
     if recorder is not None:
         _say(f"recorded {recorder.events} events to {record}")
     print_summary(doc, json_summary)
