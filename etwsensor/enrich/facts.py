@@ -76,22 +76,32 @@ def _pe_facts(data: bytes) -> tuple[dict[str, str], bool, str]:
     cannot read past, and anything it raises is counted as a malformed PE."""
     import pefile
 
+    if not _looks_like_pe(data):
+        return {}, False, "malformed_pe"
     try:
+        # Never pe.close(): with data= there is nothing to close, and it runs a full gc.collect()
+        # (hundreds of ms with the rules loaded, holding the GIL the pipeline thread needs). pefile
+        # still does so itself when it rejects a file, hence the cheap check above.
         pe = pefile.PE(data=data, fast_load=True)
     except Exception:  # pefile.PEFormatError, and whatever a hostile header provokes
         return {}, False, "malformed_pe"
+    dirs = pe.OPTIONAL_HEADER.DATA_DIRECTORY
+    sec = dirs[_SECURITY] if len(dirs) > _SECURITY else None
+    signed = bool(sec is not None and sec.Size and 0 < sec.VirtualAddress < len(data))
     try:
-        dirs = pe.OPTIONAL_HEADER.DATA_DIRECTORY
-        sec = dirs[_SECURITY] if len(dirs) > _SECURITY else None
-        signed = bool(sec is not None and sec.Size and 0 < sec.VirtualAddress < len(data))
-        try:
-            pe.parse_data_directories(directories=[_RESOURCE])
-            version = _version_strings(pe)
-        except Exception:
-            return {}, signed, "malformed_pe"
-        return version, signed, ""
-    finally:
-        pe.close()
+        pe.parse_data_directories(directories=[_RESOURCE])
+        version = _version_strings(pe)
+    except Exception:
+        return {}, signed, "malformed_pe"
+    return version, signed, ""
+
+
+def _looks_like_pe(data: bytes) -> bool:
+    """MZ, then e_lfanew pointing inside the file at "PE\\0\\0" and room for the file header."""
+    if len(data) < 0x40:
+        return False
+    lfanew = int.from_bytes(data[0x3C:0x40], "little")
+    return lfanew + 24 <= len(data) and data[lfanew : lfanew + 4] == b"PE\0\0"
 
 
 def _version_strings(pe: Any) -> dict[str, str]:
