@@ -326,6 +326,9 @@ def replay_command(
     files_from: str | None = typer.Option(
         None, "--files-from", help='Collected files for hashes/version/signatures: DIR or "C:=DIR;D:=DIR2".'
     ),
+    device_name: str | None = typer.Option(
+        None, "--device-name", help="DeviceName of the rows (wins over the input's); DeviceId derived from it"
+    ),
     reload: bool = typer.Option(
         False, "--reload", help="Watch rule folders and the config file (and SIGHUP); reload between rows."
     ),
@@ -369,6 +372,7 @@ def replay_command(
                 files, detector, [sinks], device_map or settings.device_map, pinned, progress, heartbeat,
                 files_from=files_from,
                 reloader=reloader,
+                device_name=device_name,
             )
     finally:
         if reloader is not None:

@@ -157,6 +157,7 @@ def _row_batches(
     by_provider: Counter[str] | None = None,
     files_from: str | None = None,
     active: list[Normalizer] | None = None,
+    device_name: str | None = None,
 ) -> Iterator[tuple[Sequence[TableRow], datetime | None, int]]:
     """The rows of one input, in batches (the rows one event completes) with their event time and
     the rows made so far in this input (built or skipped by a gate: the count the summary shows);
@@ -189,7 +190,10 @@ def _row_batches(
         from etwsensor.enrich import offline_enricher
 
         facts = offline_enricher(files_from)
-    normalizer = Normalizer(source.header, device_map=device_map, gates=gates, facts=facts)
+    from etwsensor.enrich.device import named_header
+
+    header = named_header(source.header, device_name)
+    normalizer = Normalizer(header, device_map=device_map, gates=gates, facts=facts)
     if active is not None:  # a hot reload re-gates the normalizer of the input being read
         active[:] = [normalizer]
     process = normalizer.process
@@ -255,12 +259,14 @@ def replay(
     heartbeat: Heartbeat | None = None,
     files_from: str | None = None,
     reloader: RuleReloader | None = None,
+    device_name: str | None = None,
 ) -> ReplaySummary:
     """Run every input through the detector and the sinks, in order. Never raises on bad input.
     With a ``heartbeat``, its start record goes out first, its stop record last, and running records
     between rows whenever its interval has passed. With a ``reloader``, a rule set it compiled
     aside replaces the running one between two rows (the normalizer's state is kept).
-    ``files_from``: a ``--files-from`` folder map; image facts are computed from those files."""
+    ``files_from``: a ``--files-from`` folder map; image facts are computed from those files.
+    ``device_name``: DeviceName of every row (``--device-name``), DeviceId derived from it."""
     from etwsensor.sources import SourceOpenError
 
     summary = ReplaySummary()
@@ -288,7 +294,8 @@ def replay(
             detector.source = str(path)
             clock: datetime | None = now  # per input: each file is its own stream
             try:
-                batches = _row_batches(path, device_map, gates, summary, by_provider, files_from, active)
+                batches = _row_batches(path, device_map, gates, summary, by_provider, files_from, active,
+                                       device_name=device_name)  # fmt: skip
                 for batch, ts, made in batches:
                     if now is None and ts is not None and (clock is None or ts > clock):
                         clock = ts

@@ -97,6 +97,9 @@ def normalize_command(
     files_from: str | None = typer.Option(
         None, "--files-from", help='Collected files for hashes/version/signatures: DIR or "C:=DIR;D:=DIR2".'
     ),
+    device_name: str | None = typer.Option(
+        None, "--device-name", help="DeviceName of the rows (wins over the input's); DeviceId derived from it"
+    ),
 ) -> None:
     """Normalize FILE into Defender table rows (NDJSON on stdout, summary on stderr)."""
     from etwsensor.enrich import Enricher, FilesFromError, offline_enricher
@@ -139,7 +142,10 @@ def normalize_command(
         except SourceOpenError as exc:
             _say(f"error: {exc}")
             raise typer.Exit(EXIT_USAGE) from exc
-        normalizer = Normalizer(source.header, device_map=pinned, facts=facts)
+        from etwsensor.enrich.device import named_header
+
+        header = named_header(source.header, device_name)
+        normalizer = Normalizer(header, device_map=pinned, facts=facts)
         rows = _event_rows(normalizer, source.events())
 
     counts: dict[str, dict[str, int]] = {}

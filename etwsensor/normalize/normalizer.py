@@ -79,6 +79,7 @@ class Normalizer:
             ("SystemConfigEx", "VolumeMapping"): self._volume_mapping,
             ("SystemConfigEx", "SystemPaths"): self._system_paths,
             ("etwsensor-ImageFacts", "ImageFacts"): self._image_facts,
+            ("SystemConfig", "CPU"): self._host_name,
         }
         self.events = 0
         self.decode_errors = 0
@@ -143,6 +144,15 @@ class Normalizer:
         if windows:
             self.paths.set_system_root(windows)
             self.processes.remap()
+
+    def _host_name(self, event: RawEvent) -> None:
+        """SystemConfig CPU names the host: DeviceName (and an id derived from it) when nothing did."""
+        name = event.fields.get("ComputerName")
+        if isinstance(name, str) and name and not self.sink.device_name:
+            from etwsensor.enrich.device import device_id_from_name
+
+            self.sink.device_name = name
+            self.sink.device_id = self.sink.device_id or device_id_from_name(name)
 
     def _image_facts(self, event: RawEvent) -> None:
         if self.facts is None:

@@ -348,6 +348,16 @@ class EtlReader:
         finally:
             fh.close()
 
+    def head_records(self, buffers: int) -> Iterator[RawRecord]:
+        """The records of the first ``buffers`` buffers, in file order: a bounded look ahead before
+        ``records()`` (which starts ``damage`` and ``stats`` afresh)."""
+        try:
+            with open(self.path, "rb") as fh:
+                for offset, _cpu in self._buffer_offsets(fh)[:buffers]:
+                    yield from self._buffer_records(fh, offset)
+        except OSError:
+            return
+
     def _stream(self, fh: BinaryIO, offsets: list[int]) -> Iterator[RawRecord]:
         for offset in offsets:
             yield from self._buffer_records(fh, offset)

@@ -27,8 +27,12 @@ class EtlSource:
             raise SourceOpenError(str(exc)) from exc
         h = self._reader.header
         self.etl_header = h
+        from etwsensor.enrich.device import device_id_from_name, etl_host_name
+
+        name = etl_host_name(self._reader)  # DeviceName for every row, not just those after the record
         self.header = RecordingHeader(
-            host=HostInfo(os_build=f"{h.os_version}.{h.os_build}" if h.os_build else ""),
+            host=HostInfo(name=name, device_id=device_id_from_name(name) if name else "",
+                          os_build=f"{h.os_version}.{h.os_build}" if h.os_build else ""),
             pointer_size=8 if h.pointer_size == 8 else 4,
             start=h.start_time,
         )

@@ -76,8 +76,13 @@ def live_header(api: HostApi, pointer_size: int, sids: Iterable[str] = ()) -> Re
     resolver = SidResolver(api)
     for sid in [*api.profile_sids(), *sids]:
         resolver.resolve(sid)
+    from etwsensor.enrich.device import device_id_from_machine_guid, device_id_from_name
+
+    name = api.host_name()
+    machine_guid = getattr(api, "machine_guid", lambda: None)()  # optional in a HostApi
+    device_id = device_id_from_machine_guid(machine_guid) if machine_guid else device_id_from_name(name)
     return RecordingHeader(
-        host=HostInfo(name=api.host_name(), os_build=api.os_build()),
+        host=HostInfo(name=name, device_id=device_id, os_build=api.os_build()),
         pointer_size=8 if pointer_size == 8 else 4,
         device_map=device_map(api),
         sids=resolver.known(),
@@ -174,6 +179,19 @@ class WindowsHostApi:
 
     def host_name(self) -> str:
         return socket.gethostname()
+
+    def machine_guid(self) -> str | None:
+        """HKLM\\SOFTWARE\\Microsoft\\Cryptography\\MachineGuid: set at install, stable across renames."""
+        import winreg  # type: ignore[import-not-found,unused-ignore]
+
+        try:
+            key: Any = winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, r"SOFTWARE\Microsoft\Cryptography",  # type: ignore[attr-defined,unused-ignore]
+                                      0, winreg.KEY_READ | winreg.KEY_WOW64_64KEY)  # type: ignore[attr-defined,unused-ignore]  # fmt: skip
+            with key:
+                value, _ = winreg.QueryValueEx(key, "MachineGuid")  # type: ignore[attr-defined,unused-ignore]
+        except OSError:
+            return None
+        return str(value) if value else None
 
     def os_build(self) -> str:
         return platform.version()
