@@ -491,6 +491,9 @@ def _enrich_lines(enrich: dict[str, Any]) -> list[str]:
     """Image facts per input: where from and how many rows they filled, or why the columns stay empty."""
     lines: list[str] = []
     for path, doc in (enrich.get("inputs") or {}).items():
+        for device, drive in (doc.get("inferred_device_map") or {}).items():
+            lines.append(f"drive letter inferred for {path}: {device} = {drive} (the system volume: the "
+                         "trace maps no volume; --device-map overrides)")  # fmt: skip
         if doc.get("source") is None:
             lines.append(f"image facts for {path}: none; {doc['why']}. Empty: SHA1, SHA256, MD5, FileSize, "
                          "*VersionInfo*, InitiatingProcess hashes, version and signature")  # fmt: skip

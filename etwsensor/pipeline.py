@@ -218,6 +218,8 @@ def _row_batches(
     add_source_counts(summary, source)
     summary.events_without_rows.update(normalizer.windows.skipped)
     _add_enrich(summary, str(path), normalizer.facts, files_from)
+    if normalizer.paths.inferred:  # drive letters guessed, not read from the trace: the summary says so
+        summary.enrich["inputs"][str(path)]["inferred_device_map"] = dict(normalizer.paths.inferred)
 
 
 def _add_enrich(summary: ReplaySummary, path: str, facts: Any, files_from: str | None) -> None:

@@ -179,6 +179,7 @@ class Normalizer:
             "decode_errors": self.decode_errors,
             "bad_events": self.bad_events,
             "unknown_devices": self.paths.unknown_devices,
+            "inferred_device_map": dict(self.paths.inferred),
             "caches": caches,
             **({"enrich": self.facts.stats()} if self.facts is not None else {}),
         }

@@ -25,6 +25,7 @@ _MUP_PROVIDER = re.compile(
     r"(?i)^(?:dfsclient\\|;lanmanredirector\\|;webdavredirector\\)?(?:;[A-Za-z]:[0-9a-fA-F]+\\)?"
 )
 _DRIVE = re.compile(r"^[A-Za-z]:$")
+_SYSTEM_DIR = "\\windows\\system32\\"
 
 
 class DeviceMapError(ValueError):
@@ -79,7 +80,7 @@ def parse_device_map(spec: str) -> dict[str, str]:
 class PathResolver:
     """Converts NT paths to Defender's DOS/UNC form; learns mappings while the stream runs."""
 
-    __slots__ = ("_converted", "_devices", "_pinned", "_system_root", "unknown_devices")
+    __slots__ = ("_converted", "_devices", "_pinned", "_system_root", "inferred", "unknown_devices")
 
     _CONVERTED_MAX = 16384  # distinct converted paths remembered (image loads repeat the same DLLs)
 
@@ -94,6 +95,8 @@ class PathResolver:
         self._pinned: set[str] = set()
         self._system_root = system_root.rstrip("\\") or "C:\\Windows"
         self.unknown_devices = 0
+        # device → drive guessed because the trace maps no volume (see ``_infer``); shown in summaries
+        self.inferred: dict[str, str] = {}
         # NT path → its DOS form, for paths a mapping converted; forgotten whenever a mapping changes
         self._converted: dict[str, str] = {}
         for device, drive in (device_map or {}).items():
@@ -122,6 +125,12 @@ class PathResolver:
         if key == "\\??" or not dos:
             return  # built in: \??\C:\ is already a DOS path
         self._devices[key] = dos
+        if self.inferred:  # the trace's own mapping: the guess is confirmed, or withdrawn if it differs
+            for device, drive in list(self.inferred.items()):
+                if device == key or drive == dos:
+                    del self.inferred[device]
+                    if device != key:
+                        self._devices.pop(device, None)
 
     def set_system_root(self, path: str) -> None:
         if path.strip("\\"):
@@ -162,6 +171,8 @@ class PathResolver:
                 if lower.startswith(prefix):
                     rest = _MUP_PROVIDER.sub("", path[len(prefix) :], count=1)
                     return "\\\\" + rest
+            if cut > 0 and self._infer(device, path[cut:]):
+                return self._devices[device] + path[cut:]
             if count:
                 self.unknown_devices += 1
             return path
@@ -177,6 +188,21 @@ class PathResolver:
                 drive = self._system_root.split("\\", 1)[0]
                 return drive + path
         return path
+
+    def _infer(self, device: str, rest: str) -> bool:
+        """A trace without volume mapping (logman, or a wpr trace cut before its merge): the volume that
+        holds the system directory (the kernel's, ntdll's and every service's images) gets the system
+        root's drive (SystemPaths record or header, else C:). Only when nothing maps any volume and the
+        user pinned none: a real mapping replaces the guess, ``--device-map`` prevents it."""
+        if self._devices or self._pinned or not rest.lower().startswith(_SYSTEM_DIR):
+            return False
+        drive = self._system_root.split("\\", 1)[0]
+        if len(drive) != 2 or drive[1] != ":":
+            return False
+        self._devices[device] = drive
+        self.inferred[device] = drive
+        self._converted.clear()
+        return True
 
     def _dos_device(self, rest: str) -> str:
         """What follows ``\\??\\``: ``C:\\…``, ``UNC\\srv\\share``, or a device name."""
