@@ -46,6 +46,7 @@ def test_every_required_provider_is_defined() -> None:
         "Registry": "ae53722e-c863-11d2-8659-00c04fa321a1",
         "FileIo": "90cbdc39-4a3e-11d1-84f4-0000f80464e3",
         "SystemConfigEx": "9b79ee91-b5fd-41c0-a243-4248e266e9d0",
+        "SystemConfig": "01853a65-418f-4f36-aefc-dc0f1d2fd235",  # CPU only: the host name of .etl files
         "Microsoft-Windows-Kernel-EventTracing": "b675ec37-bdb6-4648-bc92-f3fdc74d3ca2",
         "Microsoft-Windows-Win32k": "8c416c79-d49b-4f01-a467-e56d3aa8234c",
         "etwsensor-ImageFacts": "b9ca8bb6-4ced-5ad3-a5b5-8f9d2d097412",  # etwsensor's own recording event

@@ -11,6 +11,7 @@ from etwsensor.events import RawRecord
 from etwsensor.normalize import Normalizer
 from etwsensor.pipeline import Detector, replay
 from etwsensor.rules import RuleSet
+from etwsensor.sources import open_source
 from etwsensor.sources.header import HostInfo, RecordingHeader
 from etwsensor.sources.live.callback import RecordCallback, RecordQueue
 from etwsensor.sources.live.runner import LiveLoop, ReorderWindow
@@ -51,7 +52,10 @@ def test_live_alerts_equal_the_replay_of_the_recording_and_of_the_etl(tmp_path: 
     rules_dir = tmp_path / "rules"
     rules_dir.mkdir()
     recording = tmp_path / "live.jsonl.zst"
-    header = RecordingHeader(host=HostInfo(name="", device_id=""), pointer_size=8)
+    # the host the trace was made on, as a live header names it (the .etl names it in its SystemConfig record)
+    etl_host = open_source(ETL).header.host
+    assert etl_host.name == "BRIANROB-W8"
+    header = RecordingHeader(host=HostInfo(name=etl_host.name, device_id=etl_host.device_id), pointer_size=8)
     known = {p.guid for p in load_providers()}
     q = RecordQueue(1 << 16)
     callback = RecordCallback(q)
