@@ -11,24 +11,21 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from etwsensor import __version__, exitcodes
-from etwsensor.decode.schema import ProviderDef, ProviderFileError, find_provider, load_providers
-from etwsensor.hunt.cli import export_command, hunt_command, schema_command
+from etwsensor.lazy_commands import LazyGroup
 from etwsensor.logging import configure as configure_logging
-from etwsensor.normalize.cli import normalize_command
-from etwsensor.rules.cli import rules_app
-from etwsensor.service.cli import service_app
-from etwsensor.sources.live.cli import trace_command
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from etwsensor.config import Settings
+    from etwsensor.decode.schema import ProviderDef
     from etwsensor.rules import RuleSet
     from etwsensor.rules.reload import RuleReloader
 
@@ -44,7 +41,14 @@ app = typer.Typer(
     epilog=exitcodes.help_text(),
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-out = Console(soft_wrap=True, highlight=False)  # the command's promised output (tables)
+
+
+@cache
+def _out() -> Console:
+    """The command's promised output (tables); rich is imported only by the commands that print them."""
+    from rich.console import Console
+
+    return Console(soft_wrap=True, highlight=False)
 
 
 def say(message: str) -> None:
@@ -75,16 +79,28 @@ providers_app = typer.Typer(
     help="The ETW providers etwsensor decodes (providers/*.yaml).", no_args_is_help=False
 )
 app.add_typer(providers_app, name="providers")
-app.add_typer(rules_app, name="rules")
-app.command("normalize")(normalize_command)
-app.command("trace")(trace_command)
-app.add_typer(service_app, name="service")
-app.command("hunt")(hunt_command)
-app.command("export")(export_command)
-app.command("schema")(schema_command)
+
+
+class Commands(LazyGroup):
+    """The subcommands whose modules are imported only when they run (or their help is asked for)."""
+
+    lazy = {  # noqa: RUF012 - read-only table
+        "rules": ("etwsensor.rules.cli:rules_app", "The rule engine: list, check, explain, test, coverage."),
+        "normalize": ("etwsensor.normalize.cli:normalize_command", "A trace's rows of the Defender tables."),
+        "trace": ("etwsensor.sources.live.cli:trace_command", "Trace this Windows host live, or --plan."),
+        "service": ("etwsensor.service.cli:service_app", "Run etwsensor as a Windows service."),
+        "hunt": ("etwsensor.hunt.cli:hunt_command", "Any KQL query over recorded rows (DuckDB)."),
+        "export": ("etwsensor.hunt.cli:export_command", "Rows as a Hive-partitioned Parquet dataset."),
+        "schema": ("etwsensor.hunt.cli:schema_command", "The Defender tables' schema (Kusto, SQL)."),
+    }
+
+
+app.info.cls = Commands
 
 
 def _providers_or_exit() -> tuple[ProviderDef, ...]:
+    from etwsensor.decode.schema import ProviderFileError, load_providers
+
     try:
         return load_providers()
     except ProviderFileError as exc:
@@ -129,6 +145,8 @@ def providers_show(
     as_json: bool = typer.Option(False, "--json", help="The definition as JSON on stdout."),
 ) -> None:
     """Print one provider's events, versions and fields (type, width, encoding)."""
+    from etwsensor.decode.schema import find_provider
+
     _providers_or_exit()
     p = find_provider(name)
     if p is None:
@@ -137,18 +155,18 @@ def providers_show(
     if as_json:
         typer.echo(p.model_dump_json(indent=2))
         return
-    out.print(f"{p.name} {{{p.guid}}} ({p.kind})")
+    _out().print(f"{p.name} {{{p.guid}}} ({p.kind})")
     masks = p.keywords or p.enable_flags
     if masks:
         label = "keywords" if p.keywords else "enable flags"
-        out.print(f"{label}: " + ", ".join(f"{k}=0x{v:x}" for k, v in masks.items()))
+        _out().print(f"{label}: " + ", ".join(f"{k}=0x{v:x}" for k, v in masks.items()))
     key = "id" if p.kind == "manifest" else "opcode"
     for e in p.events:
         kw = f"  [{' '.join(e.keywords)}]" if e.keywords else ""
-        out.print(f"\n{key} {e.key} {e.name}{kw}")
+        _out().print(f"\n{key} {e.key} {e.name}{kw}")
         for v in e.versions:
             fields = ", ".join(f"{f.name}:{f.type}" + (f"[{f.count}]" if f.count else "") for f in v.fields)
-            out.print(f"  v{v.version}: {fields or '(no fields)'}")
+            _out().print(f"  v{v.version}: {fields or '(no fields)'}")
 
 
 # --- inspect / convert ---------------------------------------------------------------------------------
@@ -174,6 +192,8 @@ def inspect(
     if as_json:
         typer.echo(json.dumps(doc))
     else:
+        from rich.table import Table
+
         table = Table("provider", "event", "version", "count", "decode errors", "undecoded", box=None)
         for row in doc["by_event"]:
             key = f"id {row['id']}" if row["id"] is not None else f"opcode {row['opcode']}"
@@ -185,8 +205,8 @@ def inspect(
                 str(row["decode_errors"]),
                 str(row["undecoded"]),
             )
-        out.print(table)
-        out.print(
+        _out().print(table)
+        _out().print(
             f"events {doc['events']}  decode errors {doc['decode_errors']}  "
             f"undecoded {doc['undecoded']}  other {doc['other']}"
         )
@@ -432,6 +452,7 @@ def _progress() -> Iterator[Callable[[int, int, int], None] | None]:
     if not sys.stderr.isatty():
         yield None
         return
+    from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     started = time.monotonic()

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TYPE_CHECKING
 
-import structlog
+if TYPE_CHECKING:  # structlog is imported when something logs: `etwsensor --version` never does
+    import structlog
 
 
 def configure(verbose: bool = False) -> None:
+    import structlog
+
     processors: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -28,6 +32,8 @@ def configure(verbose: bool = False) -> None:
 
 
 def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
+    import structlog
+
     return structlog.get_logger(name)  # type: ignore[no-any-return]
 
 
@@ -35,6 +41,8 @@ def configure_file(path: str, max_bytes: int = 10 << 20, backups: int = 5, verbo
     """JSON lines into a size-rotated file (PATH, PATH.1 … PATH.<backups>): for the Windows service, which
     has no console. Other handlers (the Event Log) may be added to the ``etwsensor`` stdlib logger."""
     from logging.handlers import RotatingFileHandler
+
+    import structlog
 
     handler = RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(message)s"))

@@ -1,0 +1,46 @@
+"""Start-up: `etwsensor --version` and `--help` load none of the heavy modules, and every lazily loaded
+subcommand still resolves (its module is imported when it runs). Speed itself is measured by
+`python scripts/bench.py startup`, not here."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from etwsensor.cli import Commands
+
+HEAVY = ("duckdb_kql", "duckdb", "structlog", "rich", "pydantic", "httpx", "msgspec", "etwsensor.rules",
+         "etwsensor.sources", "etwsensor.normalize", "etwsensor.sinks", "etwsensor.hunt")  # fmt: skip
+
+
+def modules_after(*argv: str) -> set[str]:
+    code = (
+        "import sys, json\n"
+        "from etwsensor.cli import main\n"
+        f"sys.argv = ['etwsensor', *{list(argv)!r}]\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "sys.stdout.write('\\n' + json.dumps(sorted(sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return set(json.loads(out.strip().splitlines()[-1]))
+
+
+@pytest.mark.parametrize("argv", [("--version",), ("--help",)])
+def test_version_and_help_import_nothing_heavy(argv: tuple[str, ...]) -> None:
+    loaded = modules_after(*argv)
+    assert not sorted(m for m in loaded if m.startswith(HEAVY)), "heavy modules at start-up"
+
+
+def test_a_lazy_command_imports_its_module_when_it_runs() -> None:
+    loaded = modules_after("rules", "list")
+    assert "etwsensor.rules.cli" in loaded and "etwsensor.hunt.cli" not in loaded
+
+
+@pytest.mark.parametrize("name", sorted(Commands.lazy))
+def test_every_lazy_command_resolves_and_has_help(name: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "etwsensor", name, "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert f"etwsensor {name} [OPTIONS]" in proc.stdout and "╭" not in proc.stdout  # plain text like the rest
