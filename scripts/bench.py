@@ -3,7 +3,7 @@
 
     python scripts/bench.py decode [--etl FILE] [--repeat N]
     python scripts/bench.py replay [--events N] [--enrich]
-    python scripts/bench.py normalize|rules|sinks [their options]   (scripts/bench_<stage>.py)
+    python scripts/bench.py normalize|rules|sinks|startup [their options]   (scripts/bench_<stage>.py)
 
 decode: reading + decoding the real perfview .etl (tests/data/etl), records/s and decoded events/s,
 beside dissect.etl on the same file in the same run when it is installed (`pip install -e .[bench]`;
@@ -225,7 +225,12 @@ def bench_replay(events: int, repeat: int, enrich: bool = False) -> dict[str, ob
 
 
 # Stage benchmarks that live in their own scripts: `bench.py normalize …` runs scripts/bench_normalize.py ….
-STAGE_SCRIPTS = {"normalize": "bench_normalize.py", "rules": "bench_rules.py", "sinks": "bench_sinks.py"}
+STAGE_SCRIPTS = {
+    "normalize": "bench_normalize.py",
+    "rules": "bench_rules.py",
+    "sinks": "bench_sinks.py",
+    "startup": "bench_startup.py",
+}
 
 
 def main() -> None:
