@@ -3,6 +3,8 @@
 
     python scripts/bench.py decode [--etl FILE] [--repeat N]
     python scripts/bench.py replay [--events N] [--enrich]
+    python scripts/bench.py evtx [--rounds N] [--inputs K] [--sigma DIR]
+                                 [--zircolite DIR --zircolite-python PY]
     python scripts/bench.py normalize|rules|sinks|startup [their options]   (scripts/bench_<stage>.py)
 
 decode: reading + decoding the real perfview .etl (tests/data/etl), records/s and decoded events/s,
@@ -12,6 +14,13 @@ AGPL, a comparison point only, never used by etwsensor itself).
 replay: end to end (recording → decode → normalize → built-in rules → alerts → a file sink) on the demo
 recording scaled up to >= 1M events (bench-data/, git-ignored; made once), events/s; and the alert
 latency (event read from the source → alert written by the sink) p50/p99 in streaming mode.
+
+evtx: EVTX → rows → rules, end to end as `etwsensor replay FILE.evtx` runs it, events/s on one core, with
+the built-in pack and (``--sigma DIR``: the SigmaHQ rules converted to KQL) with the Sigma corpus. The
+EVTX is made from the chunks of the real Sysmon/Security test files (tests/data/windows) repeated
+``--rounds`` times (bench-data/, git-ignored), and replayed as ``--inputs`` inputs. With
+``--zircolite DIR`` (a checkout of wagga40/Zircolite and a Python with its requirements), Zircolite runs on
+the same file in the same run with its ``rules/rules_windows_sysmon_high.json`` (SigmaHQ rules in SQL).
 """
 
 from __future__ import annotations
@@ -224,6 +233,113 @@ def bench_replay(events: int, repeat: int, enrich: bool = False) -> dict[str, ob
     return result
 
 
+WINDOWS_DATA = ROOT / "tests" / "data" / "windows"
+
+
+def bench_evtx_file(path: Path, rounds: int) -> dict[str, int]:
+    """An EVTX of real records: the chunks of the test files (the DNS file's last chunk only, so DNS
+    queries do not drown the rest), ``rounds`` times. EVTX chunks are self-contained; readers walk
+    them to the end of the file."""
+    import gzip
+    from collections import Counter
+
+    chunks: list[bytes] = []
+    header = b""
+    for f in sorted(WINDOWS_DATA.glob("*.evtx.gz")):
+        data = gzip.decompress(f.read_bytes())
+        header = header or data[:4096]
+        own = [
+            data[o : o + 65536] for o in range(4096, len(data), 65536) if data[o : o + 8] == b"ElfChnk\x00"
+        ]
+        chunks.extend(own[-1:] if "dns" in f.name else own)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as fh:
+        fh.write(header)
+        for _ in range(rounds):
+            for chunk in chunks:
+                fh.write(chunk)
+    from etwsensor.sources.evtx import EvtxSource
+
+    src = EvtxSource(path)
+    mix = Counter(f"{e.provider.removeprefix('Microsoft-Windows-')} {e.id}" for e in src.events())
+    return dict(mix.most_common())
+
+
+def bench_evtx(
+    rounds: int, inputs: int, repeat: int, sigma: Path | None, zircolite: Path | None, zpython: str
+) -> dict[str, object]:
+    from bench_rules import calibration_ns
+
+    from etwsensor.pipeline import Detector, replay
+    from etwsensor.rules import RuleSet
+
+    path = ROOT / "bench-data" / f"sysmon-{rounds}.evtx"
+    mix = bench_evtx_file(path, rounds)
+    per_file = sum(mix.values())
+    paths = [path] * inputs
+    result: dict[str, object] = {"file": str(path.relative_to(ROOT)), "events_per_file": per_file,
+                                 "inputs": inputs, "event_mix_per_file": mix}  # fmt: skip
+    packs: list[tuple[str, RuleSet]] = [("builtin", RuleSet.load([], builtin=True)[0])]
+    if sigma is not None and sigma.is_dir():
+        ruleset, failures = RuleSet.load([sigma], builtin=False)
+        result["sigma_rules"], result["sigma_rules_failed"] = len(ruleset.rules), len(failures)
+        packs.append(("sigma", ruleset))
+    for name, ruleset in packs:
+        calibration: list[float] = []
+        alerts: list[int] = []
+
+        def run(
+            ruleset: RuleSet = ruleset, calibration: list[float] = calibration, alerts: list[int] = alerts
+        ) -> int:
+            calibration.append(calibration_ns())
+            summary = replay(paths, Detector(ruleset, str(path)), [])
+            alerts.append(sum(summary.alerts.values()))
+            return summary.events
+
+        times: list[float] = []
+        secs, n = best_of(repeat, run, times)
+        result[name] = {
+            "events": n,
+            "seconds": round(secs, 2),
+            "events_per_s": round(n / secs),
+            "events_per_s_each_run": [round(n / t) for t in times],
+            "calibration_ns_each_run": [round(c) for c in calibration],
+            "alerts": alerts[-1],
+        }
+    if zircolite is not None:
+        result["zircolite"] = bench_zircolite(zircolite, zpython, path, per_file, repeat)
+    return result
+
+
+def bench_zircolite(checkout: Path, python: str, path: Path, events: int, repeat: int) -> dict[str, object]:
+    """Zircolite on the same EVTX (one input: it loads every file into one SQLite database anyway)."""
+    import subprocess
+    import tempfile
+
+    ruleset = checkout / "rules" / "rules_windows_sysmon_high.json"
+    times: list[float] = []
+    out = ""
+    for _ in range(repeat):
+        with tempfile.TemporaryDirectory() as tmp:
+            cmd = [python, "zircolite.py", "--evtx", str(path), "--ruleset", str(ruleset), "-q", "--nolog",
+                   "-o", str(Path(tmp) / "detected.json")]  # fmt: skip
+            t0 = time.perf_counter()
+            done = subprocess.run(cmd, cwd=checkout, capture_output=True, text=True, check=False)
+            times.append(time.perf_counter() - t0)
+            out = (done.stdout + done.stderr)[-2000:]
+            if done.returncode != 0:
+                return {"error": f"exit {done.returncode}", "output": out}
+    import re
+
+    best = min(times)
+    own = re.search(r"Duration\s+([0-9.]+)s", out)  # its own timing, without interpreter start-up
+    return {"ruleset": str(ruleset.relative_to(checkout)), "events": events, "seconds": round(best, 2),
+            "events_per_s": round(events / best), "events_per_s_each_run": [round(events / t) for t in times],
+            "own_duration_s": float(own.group(1)) if own else None,
+            "events_per_s_by_own_duration": round(events / float(own.group(1))) if own else None,
+            "output_tail": out[-700:]}  # fmt: skip
+
+
 # Stage benchmarks that live in their own scripts: `bench.py normalize …` runs scripts/bench_normalize.py ….
 STAGE_SCRIPTS = {
     "normalize": "bench_normalize.py",
@@ -242,7 +358,14 @@ def main() -> None:
         runpy.run_path(str(script), run_name="__main__")
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["decode", "replay"], help="which stage to measure")
+    ap.add_argument("what", choices=["decode", "replay", "evtx"], help="which stage to measure")
+    ap.add_argument("--rounds", type=int, default=100, help="evtx: copies of the test chunks in the file")
+    ap.add_argument("--inputs", type=int, default=10, help="evtx: times the file is given to replay")
+    ap.add_argument(
+        "--sigma", type=Path, default=None, help="evtx: SigmaHQ rules converted to KQL (a folder)"
+    )
+    ap.add_argument("--zircolite", type=Path, default=None, help="evtx: a Zircolite checkout to compare with")
+    ap.add_argument("--zircolite-python", default=sys.executable, help="evtx: a Python with its requirements")
     ap.add_argument("--etl", type=Path, default=PERFVIEW)
     ap.add_argument("--events", type=int, default=1_000_000, help="replay: events in the scaled recording")
     ap.add_argument("--repeat", type=int, default=3)
@@ -251,11 +374,14 @@ def main() -> None:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core, as the figures claim
     machine = {"python": platform.python_version(), "cpu": platform.processor() or platform.machine()}
-    result = (
-        bench_decode(args.etl, args.repeat)
-        if args.what == "decode"
-        else bench_replay(args.events, args.repeat, args.enrich)
-    )
+    if args.what == "evtx":
+        result = bench_evtx(
+            args.rounds, args.inputs, args.repeat, args.sigma, args.zircolite, args.zircolite_python
+        )
+    elif args.what == "decode":
+        result = bench_decode(args.etl, args.repeat)
+    else:
+        result = bench_replay(args.events, args.repeat, args.enrich)
     json.dump({"bench": args.what, "machine": machine, **result}, sys.stdout, indent=2)
     sys.stdout.write("\n")
 

@@ -26,12 +26,30 @@ _CHUNK_ERROR = re.compile(r"record IDs (\d+)\.\.(\d+)")
 _MAX_DAMAGE = 1000  # beyond this, damage is counted in the last entry only
 
 
-def _attrs(node: Any) -> dict[str, Any]:
-    if isinstance(node, dict):
-        attrs = node.get("#attributes")
-        if isinstance(attrs, dict):
-            return attrs
-    return {}
+class _Provider(msgspec.Struct):
+    attrs: dict[str, Any] = msgspec.field(name="#attributes", default_factory=dict)
+
+
+class _System(msgspec.Struct):
+    """The parts of ``<System>`` the mapping uses; the decoder skips the rest."""
+
+    Provider: _Provider = msgspec.field(default_factory=_Provider)
+    EventID: Any = None
+    Version: Any = 0
+    TimeCreated: _Provider = msgspec.field(default_factory=_Provider)
+    Execution: _Provider = msgspec.field(default_factory=_Provider)
+    Channel: Any = ""
+    Computer: Any = ""
+
+
+class _Event(msgspec.Struct):
+    System: _System
+    EventData: Any = None
+    UserData: Any = None
+
+
+class _Record(msgspec.Struct):
+    Event: _Event
 
 
 def _text(node: Any) -> Any:
@@ -39,16 +57,18 @@ def _text(node: Any) -> Any:
     return node.get("#text") if isinstance(node, dict) else node
 
 
-def event_data(event: dict[str, Any]) -> dict[str, Any]:
+def event_data(event: _Event) -> dict[str, Any]:
     """EventData as name → value. Unnamed ``<Data>`` items (classic providers) stay under ``Data``."""
-    data = event.get("EventData")
+    data = event.EventData
     if isinstance(data, dict):
-        return {k: v for k, v in data.items() if k != "#attributes"}
-    user = event.get("UserData")
+        data.pop("#attributes", None)
+        return data
+    user = event.UserData
     if isinstance(user, dict) and len(user) == 1:
         inner = next(iter(user.values()))
         if isinstance(inner, dict):
-            return {k: v for k, v in inner.items() if k != "#attributes"}
+            inner.pop("#attributes", None)
+            return inner
     return {}
 
 
@@ -67,7 +87,7 @@ class EvtxSource(WindowsEventSource):
             raise SourceOpenError(f"{path}: {exc.strerror or exc}") from exc
         if magic != EVTX_MAGIC:
             raise SourceOpenError(f"{path}: not an EVTX file (no ElfFile header)")
-        self._decode = msgspec.json.Decoder().decode
+        self._decode = msgspec.json.Decoder(_Record).decode
         self._find_host()
 
     def _parser(self) -> Any:
@@ -79,8 +99,7 @@ class EvtxSource(WindowsEventSource):
     def _find_host(self) -> None:
         try:
             for record in self._parser().records_json():
-                system = self._decode(record["data"])["Event"]["System"]
-                computer = system.get("Computer")
+                computer = self._decode(record["data"]).Event.System.Computer
                 if isinstance(computer, str) and computer:
                     self.header.host = HostInfo(name=computer.lower())
                 return
@@ -112,16 +131,16 @@ class EvtxSource(WindowsEventSource):
                 continue
             number = record.get("event_record_id", 0)
             try:
-                event = decode(record["data"])["Event"]
-                system = event["System"]
-                provider = _attrs(system.get("Provider"))
-                execution = _attrs(system.get("Execution"))
+                event = decode(record["data"]).Event
+                system = event.System
+                provider = system.Provider.attrs
+                execution = system.Execution.attrs
                 yield make(
                     provider.get("Name") or "",
-                    system.get("Channel") or "",
-                    as_int(_text(system.get("EventID")), -1),
-                    as_int(system.get("Version")),
-                    _attrs(system.get("TimeCreated")).get("SystemTime") or record.get("timestamp"),
+                    system.Channel or "",
+                    as_int(_text(system.EventID), -1),
+                    as_int(system.Version),
+                    system.TimeCreated.attrs.get("SystemTime") or record.get("timestamp"),
                     event_data(event),
                     as_int(execution.get("ProcessID")),
                     as_int(execution.get("ThreadID")),

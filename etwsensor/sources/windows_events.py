@@ -74,7 +74,7 @@ def parse_time(text: Any) -> datetime:
 
 def as_int(value: Any, default: int = 0) -> int:
     """Numbers as EVTX, ECS and flat JSON write them: 123, "123", "0x7b"."""
-    if isinstance(value, int) and not isinstance(value, bool):
+    if type(value) is int:
         return value
     if isinstance(value, str):
         text = value.strip()
@@ -135,5 +135,5 @@ class WindowsEventSource:
             pid=pid,
             tid=tid,
             cpu=0,
-            fields=dict(fields),
+            fields=fields if isinstance(fields, dict) else dict(fields),
         )
