@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write the JSON Schemas generated from the pydantic models into docs/ (tests check they are current).
 
-    python scripts/gen_schemas.py
+python scripts/gen_schemas.py
 """
 
 from __future__ import annotations
