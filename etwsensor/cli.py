@@ -389,7 +389,13 @@ def replay_command(
     try:
         with _progress() as progress:
             summary = replay(
-                files, detector, [sinks], device_map or settings.device_map, pinned, progress, heartbeat,
+                files,
+                detector,
+                [sinks],
+                device_map or settings.device_map,
+                pinned,
+                progress,
+                heartbeat,
                 files_from=files_from,
                 reloader=reloader,
                 device_name=device_name,

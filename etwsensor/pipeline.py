@@ -142,6 +142,7 @@ def add_source_counts(summary: ReplaySummary, source: Any) -> None:
 
     if not isinstance(source, WindowsEventSource):
         return
+    summary.events += source.skipped  # read and counted per id, never made into RawEvents
     for count in source.stats.by_event.values():
         label = f"{count.id} {count.name}".strip()
         summary.source_events.setdefault(count.provider, Counter())[label] += count.count

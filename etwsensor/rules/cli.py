@@ -193,6 +193,13 @@ def test_rule(
                 "which is not available yet"
             )
             raise typer.Exit(exitcodes.USAGE) from None
+        from etwsensor.sources import SourceOpenError, open_source
+
+        try:  # an input that is not a trace at all is a usage error, found before any work
+            open_source(file)
+        except SourceOpenError as exc:
+            _err(str(exc))
+            raise typer.Exit(exitcodes.USAGE) from exc
         rows = iter_rows(file, device_map)
     # Replay clock: the newest event time seen so far, unless --now pins it.
     clock: datetime | None = pinned

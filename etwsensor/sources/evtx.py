@@ -23,7 +23,9 @@ from etwsensor.sources.windows_events import RecordError, WindowsEventSource, as
 
 EVTX_MAGIC = b"ElfFile\x00"
 _CHUNK_ERROR = re.compile(r"record IDs (\d+)\.\.(\d+)")
-_MAX_DAMAGE = 1000  # beyond this, damage is counted in the last entry only
+_MAX_DAMAGE = 1000
+_HEADER_SIZE = 4096
+_CHUNK_SIZE = 65536  # beyond this, damage is counted in the last entry only
 
 
 class _Provider(msgspec.Struct):
@@ -42,10 +44,15 @@ class _System(msgspec.Struct):
     Computer: Any = ""
 
 
+_NULL = msgspec.Raw(b"null")
+
+
 class _Event(msgspec.Struct):
     System: _System
-    EventData: Any = None
-    UserData: Any = None
+    # Left undecoded until the event is known to be one the normalizer maps: most of a Sysmon log
+    # (network, DNS, …) is only counted.
+    EventData: msgspec.Raw = _NULL
+    UserData: msgspec.Raw = _NULL
 
 
 class _Record(msgspec.Struct):
@@ -57,13 +64,16 @@ def _text(node: Any) -> Any:
     return node.get("#text") if isinstance(node, dict) else node
 
 
+_decode_any = msgspec.json.Decoder().decode
+
+
 def event_data(event: _Event) -> dict[str, Any]:
     """EventData as name → value. Unnamed ``<Data>`` items (classic providers) stay under ``Data``."""
-    data = event.EventData
+    data = _decode_any(event.EventData)
     if isinstance(data, dict):
         data.pop("#attributes", None)
         return data
-    user = event.UserData
+    user = _decode_any(event.UserData)
     if isinstance(user, dict) and len(user) == 1:
         inner = next(iter(user.values()))
         if isinstance(inner, dict):
@@ -110,7 +120,19 @@ class EvtxSource(WindowsEventSource):
         if len(self._damage) < _MAX_DAMAGE:
             self._damage.append(SourceDamage(str(self.path), where, message))
 
+    def _check_size(self) -> None:
+        """The parser drops a chunk the file ends inside of without a word: say so."""
+        size = self.path.stat().st_size
+        cut = (size - _HEADER_SIZE) % _CHUNK_SIZE if size > _HEADER_SIZE else 0
+        if cut:
+            chunk = (size - _HEADER_SIZE) // _CHUNK_SIZE
+            self._damaged(
+                f"offset {size - cut:#x}",
+                f"truncated: the file ends {cut} bytes into chunk {chunk}; its records are lost",
+            )
+
     def events(self) -> Iterator[RawEvent]:
+        self._check_size()
         try:
             records = self._parser().records_json()
         except Exception as exc:
@@ -118,6 +140,7 @@ class EvtxSource(WindowsEventSource):
             return
         decode = self._decode
         make = self.make_event
+        counted_only = self.counted_only
         while True:
             try:
                 record = next(records)
@@ -134,12 +157,16 @@ class EvtxSource(WindowsEventSource):
                 event = decode(record["data"]).Event
                 system = event.System
                 provider = system.Provider.attrs
+                name, channel = provider.get("Name") or "", system.Channel or ""
+                event_id, version = as_int(_text(system.EventID), -1), as_int(system.Version)
+                if counted_only(name, channel, event_id, version, provider.get("Guid") or ""):
+                    continue
                 execution = system.Execution.attrs
                 yield make(
-                    provider.get("Name") or "",
-                    system.Channel or "",
-                    as_int(_text(system.EventID), -1),
-                    as_int(system.Version),
+                    name,
+                    channel,
+                    event_id,
+                    version,
                     system.TimeCreated.attrs.get("SystemTime") or record.get("timestamp"),
                     event_data(event),
                     as_int(execution.get("ProcessID")),

@@ -225,9 +225,7 @@ class RowFile:
                 continue
             table = self._table(obj, file_table)
             if table is None:
-                self.bad_lines.append(
-                    (number, "no table: no $table/Type column, file name or ActionType")
-                )
+                self.bad_lines.append((number, "no table: no $table/Type column, file name or ActionType"))
                 continue
             try:
                 yield table, coerce_export_row(table, obj, self.dropped_columns, from_csv)

@@ -96,10 +96,22 @@ class WindowsEventSource:
         self.header = RecordingHeader(comment="Windows event log")
         self.stats = DecodeStats()
         self._damage: list[Any] = []
+        self.skipped = 0  # records of events no table takes: counted per id, not yielded
 
     @property
     def damage(self) -> list[Any]:
         return self._damage
+
+    def counted_only(self, provider: str, channel: str, event_id: int, version: int, guid: str = "") -> bool:
+        """Count an event no table takes and say so (True): readers then skip it without building it.
+        ``skipped`` counts them, so ``events`` plus ``skipped`` is every record read."""
+        provider = provider_of(provider, channel)
+        if event_id < 0 or (provider, event_id) in MAPPED:
+            return False
+        name = EVENT_NAMES.get(provider, {}).get(event_id, "")
+        self.stats.entry(guid, event_id, None, version, provider, name or str(event_id), False).count += 1
+        self.skipped += 1
+        return True
 
     def make_event(
         self,
