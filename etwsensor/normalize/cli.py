@@ -79,9 +79,30 @@ def _human_summary(summary: dict[str, Any], damage: int) -> str:
     return "\n".join(lines)
 
 
+def _add_windows_counts(summary: dict[str, Any], source: Any) -> None:
+    """Windows event logs: events per provider and id (those no table takes were counted, not built)."""
+    from etwsensor.sources.windows_events import WindowsEventSource
+
+    if not isinstance(source, WindowsEventSource):
+        return
+    summary["events"] += source.skipped
+    per_provider: dict[str, dict[str, int]] = {}
+    for c in source.stats.by_event.values():
+        label = f"{c.id} {c.name}"
+        per_provider.setdefault(c.provider, {})[label] = (
+            per_provider.get(c.provider, {}).get(label, 0) + c.count
+        )
+    summary["source_events"] = per_provider
+    summary["unmapped_events"] = {
+        f"{c.provider} {c.id} {c.name}": c.count for c in source.stats.by_event.values() if not c.known
+    }
+
+
 def normalize_command(
     file: Path = typer.Argument(
-        ..., help="A recording (.jsonl, .jsonl.zst), an .etl file or a row file (.ndjson)."
+        ...,
+        help="A recording (.jsonl[.zst]), .etl, .evtx, Windows event JSON (Winlogbeat/ECS, flat Sysmon), "
+        "a row file (.ndjson) or a Defender export (.csv, .json).",
     ),
     table: list[str] | None = typer.Option(
         None, "--table", "-t", help="Only rows of this table (repeatable), e.g. DeviceProcessEvents."
@@ -167,9 +188,16 @@ def normalize_command(
         summary = normalizer.stats()
         damage = len(source.damage)
         summary["unresolved"] = {t: n for t, n in summary["unresolved"].items() if t in tables}
+        summary["input_kind"] = kind
+        _add_windows_counts(summary, source)
+        for d in source.damage[:20]:
+            _say(f"damaged: {d}")
     else:
         damage = row_file.bad
         summary = {"events": 0, "unresolved": {}, "decode_errors": row_file.bad, "caches": {}}
+        summary["input_kind"] = row_file.kind
+        if row_file.dropped_columns:
+            summary["dropped_columns"] = dict(row_file.dropped_columns)
         for number, reason in row_file.bad_lines[:20]:
             _say(f"{file}: line {number}: {reason}")
     summary["rows"] = counts

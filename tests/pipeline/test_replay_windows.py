@@ -119,3 +119,15 @@ def test_normalize_rules_test_and_baseline_take_the_same_inputs(
     r = run("baseline", str(inputs["evtx"]), "--no-builtin", "--rules", str(inputs["rules"]), "-o", str(out))
     assert r.returncode == 0, r.stderr
     assert "wevtutil" in out.read_text()
+
+
+def test_normalize_summary_names_the_kind_and_events_per_id(tmp_path: Path) -> None:
+    evtx = tmp_path / "Microsoft-Windows-Sysmon%4Operational.evtx"
+    evtx.write_bytes(gzip.decompress((DATA / "sysmon-9.01.evtx.gz").read_bytes()))
+    r = run("normalize", str(evtx), "--json-summary")
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["input_kind"] == "evtx" and s["events"] == 32
+    assert s["source_events"]["Microsoft-Windows-Sysmon"]["3 NetworkConnect"] == 16
+    assert s["unmapped_events"]["Microsoft-Windows-Sysmon 2 FileCreateTime"] == 6
+    assert s["rows"] == {"DeviceProcessEvents": {"ProcessCreated": 3}}
