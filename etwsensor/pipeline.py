@@ -18,7 +18,7 @@ from etwsensor.alerts.allowlist import Allowlist
 from etwsensor.alerts.model import build_alert
 from etwsensor.alerts.suppress import SuppressionPolicy, Suppressor
 from etwsensor.heartbeat import Heartbeat, PipelineSnapshot, reload_record, ruleset_version
-from etwsensor.rules import RowGate, RuleSet
+from etwsensor.rules import Match, RowGate, RuleSet
 
 if TYPE_CHECKING:
     from etwsensor.normalize import Normalizer
@@ -53,20 +53,34 @@ class Detector:
         matches = self.ruleset.evaluate(table, row, now)
         if not matches:
             return _NO_ALERTS
+        return self._alerts(table, row, matches)
+
+    def flush(self) -> list[AlertDict]:
+        """End of a stream: the results of stateful rules' open windows."""
+        matches = self.ruleset.flush()
+        return self._alerts("", {}, matches) if matches else _NO_ALERTS
+
+    def tick(self, now: datetime) -> list[AlertDict]:
+        """An idle live stream: windows closed by the wall clock."""
+        matches = self.ruleset.advance(now)
+        return self._alerts("", {}, matches) if matches else _NO_ALERTS
+
+    def _alerts(self, table: str, row: dict[str, Any], matches: list[Match]) -> list[AlertDict]:
         out: list[AlertDict] = []
         for m in matches:
             rule = m.rule
             self.matched[rule.id] += 1
-            if self.allowlist.allows(rule.id, row, m.row):
+            source, source_table = (m.source, m.table or table) if m.source is not None else (row, table)
+            if self.allowlist.allows(rule.id, source, m.row):
                 continue
             reason = m.row.get("Reason")
             held = self.suppressor.admit(
-                rule.id, reason if isinstance(reason, str) else None, row, row.get("Timestamp")
+                rule.id, reason if isinstance(reason, str) else None, source, source.get("Timestamp")
             )
             if held is None:
                 continue
             self.alerts[rule.id] += 1
-            out.append(build_alert(rule, table, row, m.row, self.source, held))
+            out.append(build_alert(rule, source_table, source, m.row, self.source, held, m.report_ids))
         return out
 
 
@@ -97,6 +111,7 @@ class ReplaySummary:
     source_events: dict[str, Counter[str]] = field(default_factory=dict)
     unmapped_events: Counter[str] = field(default_factory=Counter)
     events_without_rows: Counter[str] = field(default_factory=Counter)
+    state: dict[str, dict[str, int]] = field(default_factory=dict)  # per stateful rule
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -122,6 +137,7 @@ class ReplaySummary:
             "source_events": {p: dict(c) for p, c in self.source_events.items()},
             "unmapped_events": dict(self.unmapped_events),
             "events_without_rows": dict(self.events_without_rows),
+            "stateful_rules": self.state,
         }
 
 
@@ -318,6 +334,11 @@ def replay(
                         next_progress = rows_made + 2048
             except SourceOpenError as exc:  # not a trace at all: reported as damage, the others still run
                 summary.damage.append(str(exc))
+            summary.state.update(detector.ruleset.state_stats())  # before the flush empties it
+            for alert in detector.flush():  # each input is its own stream: its windows close at its end
+                alerts_sent += 1
+                for sink in sink_list:
+                    sink.send(alert)
             rows_before = summary.rows.total()
     except KeyboardInterrupt:  # Ctrl-C: stop reading; the sinks still close and the summary is printed
         summary.interrupted = True

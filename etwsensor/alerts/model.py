@@ -76,6 +76,11 @@ class Alert(BaseModel):
         ge=0,
         description="Alerts of the same rule, reason and key columns suppressed since the last one sent",
     )
+    report_ids: list[int] | None = Field(
+        None,
+        description="Stateful rules (summarize/join): ReportIds of the rows behind the result (at most 20); "
+        "the source row is the one that completed it",
+    )
 
 
 def alert_id(rule_id: str, device_id: str, table: str, report_id: Any, timestamp: Any) -> str:
@@ -98,12 +103,13 @@ def build_alert(
     projected: dict[str, Any],
     sensor_source: str,
     suppressed_count: int = 0,
+    report_ids: tuple[int, ...] = (),
 ) -> dict[str, Any]:
     """The alert of one match, as the JSON-ready dict the sinks send."""
     device_id = source_row.get("DeviceId") or ""
     ts = source_row.get("Timestamp")
     reason = projected.get("Reason")
-    return {
+    alert: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "alert_id": alert_id(rule.id, device_id, table, source_row.get("ReportId"), ts),
         "time": json_value(ts),
@@ -126,3 +132,6 @@ def build_alert(
         "sensor": {"version": __version__, "source": sensor_source},
         "suppressed_count": suppressed_count,
     }
+    if report_ids:
+        alert["report_ids"] = list(report_ids)
+    return alert

@@ -214,6 +214,9 @@ def test_rule(
         for m in rs.evaluate(table, row, clock):
             out.write(json.dumps(row_to_json(m.row), ensure_ascii=False, default=str) + "\n")
             matched += 1
+    for m in rs.flush():  # stateful rules: the windows still open at the end of the input
+        out.write(json.dumps(row_to_json(m.row), ensure_ascii=False, default=str) + "\n")
+        matched += 1
     out.flush()
     bad = 0
     if reader is not None:

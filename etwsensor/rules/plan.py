@@ -26,12 +26,14 @@ class Clock:
     ``now`` is the stream clock ``now()``/``ago()`` read, set by the caller. ``row``/``lowered``
     cache the lower-cased text of the input row's string columns, so that the prefilter and every
     case-insensitive test of every rule lower a column once per row, not once per test.
+    ``watermark`` is the event time up to which stateful operators have closed their windows.
     """
 
-    __slots__ = ("lowered", "now", "row")
+    __slots__ = ("lowered", "now", "row", "watermark")
 
     def __init__(self) -> None:
         self.now: datetime | None = None
+        self.watermark: datetime | None = None
         self.row: Row | None = None
         self.lowered: dict[str, str] = {}
 
@@ -73,6 +75,9 @@ class Branch:
     # The conjuncts of the wheres before any reshaping, tested on the input row itself: the
     # common case (and the whole of a Sigma rule) costs one call per conjunct, no stage calls.
     filters: list[Fn] = field(default_factory=list)
+    # Set when the branch feeds a stateful operator: its output rows go there (table, row, input
+    # row), and what the operator emits are the rule's results.
+    sink: Callable[[str, Row, Row], list[Emit]] | None = None
 
     @property
     def needles(self) -> frozenset[tuple[str, str, bool]] | None:
@@ -101,3 +106,47 @@ class Plan:
     types: dict[str, str]
     columns_read: dict[str, set[str]] = field(default_factory=dict)
     clock: Clock = field(default_factory=Clock)  # the clock now()/ago() of this plan read
+    stateful: StatefulOperator | None = None  # the summarize/join the branches feed, if any
+
+
+@dataclass(slots=True)
+class Emit:
+    """One result of a stateful operator, after the operators that followed it in the rule."""
+
+    row: Row
+    source: Row  # the input row that completed it: the alert's host and time
+    table: str  # the source row's table
+    report_ids: tuple[int, ...]  # of (at most MAX_REPORT_IDS) rows behind it
+
+
+@dataclass(slots=True)
+class StateStats:
+    """What a stateful rule holds and has lost: reported in the summary."""
+
+    state: int = 0  # open groups (summarize) or held rows (join)
+    evicted: int = 0
+    late: int = 0
+    emitted: int = 0
+
+    def as_json(self) -> dict[str, int]:
+        return {"state": self.state, "evicted": self.evicted, "late": self.late, "emitted": self.emitted}
+
+
+class StatefulOperator:
+    """What a rule set drives: rows in (``feed``), windows closed by the watermark (``advance``),
+    everything closed at the end of a stream (``flush``). See :mod:`etwsensor.rules.stateful`."""
+
+    stats: StateStats
+
+    def feed(self, side: int, table: str, row: Row, source: Row) -> list[Emit]:
+        raise NotImplementedError
+
+    def next_deadline(self) -> datetime | None:
+        """The watermark at which something next closes (None: nothing open)."""
+        raise NotImplementedError
+
+    def advance(self, watermark: datetime) -> list[Emit]:
+        raise NotImplementedError
+
+    def flush(self) -> list[Emit]:
+        raise NotImplementedError

@@ -10,6 +10,7 @@ import fnmatch
 import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from duckdb_kql import ir
 
@@ -19,6 +20,8 @@ from etwsensor.rules.irnorm import flatten_logical
 from etwsensor.rules.plan import Branch, Clock, Fn, Plan, Row, Stage
 from etwsensor.rules.prefilter import best_groups, needle_group
 from etwsensor.rules.scope import Scope, default
+from etwsensor.rules.stateful import TimeBoundedJoin, WindowedSummarize
+from etwsensor.rules.stateful_compile import compile_join, compile_summarize, lookback
 from etwsensor.tables import TABLE_NAMES, schema
 
 USE_LOWERED_CACHE = True  # share lower-cased column texts between tests of the raw row
@@ -27,8 +30,6 @@ USE_LOWERED_CACHE = True  # share lower-cased column texts between tests of the 
 _STREAM_NOOPS = (ir.Sort, ir.Take, ir.Top)
 
 _REFUSED: dict[type, str] = {
-    ir.Summarize: "summarize",
-    ir.Join: "join",
     ir.Lookup: "lookup",
     ir.MvExpand: "mv-expand",
     ir.Count: "count",
@@ -69,15 +70,22 @@ class QueryCompiler:
             if isinstance(bound, ir.Query):
                 self.tabular[name] = bound
         self.read: dict[str, set[str]] = {}
+        self.stateful: WindowedSummarize | TimeBoundedJoin | None = None
+        self.fed: list[Branch] = []  # the branches that feed the stateful operator
+        self.lookbacks: list[timedelta] = []  # of the wheres compiled so far, in order
 
     def compile(self) -> Plan:
-        stream = self.pipeline(self.query, None, [])
+        stream = self.pipeline(self.query, None, [], top=True)
         out = tuple(stream.columns)
         for b in stream.branches:
             b.stages.append(_align(stream.columns))
+        if self.stateful is not None:
+            (post,) = stream.branches
+            self.stateful.post = post.run
+            return Plan(self.fed, out, dict(stream.columns), self.read, self.clock, self.stateful)
         return Plan(stream.branches, out, dict(stream.columns), self.read, self.clock)
 
-    def pipeline(self, q: ir.Query, segment: str | None, stack: list[str]) -> _Stream:
+    def pipeline(self, q: ir.Query, segment: str | None, stack: list[str], top: bool = False) -> _Stream:
         stream = self.source(q.source, segment, stack)
         ops = list(q.operators)
         for i, op in enumerate(ops):
@@ -89,8 +97,58 @@ class QueryCompiler:
                         segment=segment,
                     )
                 continue
+            if isinstance(op, (ir.Summarize, ir.Join)):
+                stream = self.stateful_operator(op, stream, segment, stack, ops[i + 1 :], top)
+                continue
             stream = self.operator(op, stream, segment, stack)
         return stream
+
+    def stateful_operator(
+        self,
+        op: ir.Summarize | ir.Join,
+        stream: _Stream,
+        segment: str | None,
+        stack: list[str],
+        later: list[ir.Operator],
+        top: bool,
+    ) -> _Stream:
+        """The summarize/join that ends the per-row branches; what follows runs on what it emits."""
+        word = "summarize" if isinstance(op, ir.Summarize) else "join"
+        if not top or self.stateful is not None:
+            raise CompileError(
+                f"'{word}' in a streaming rule must be in its main pipeline (not in a union leg or a let), "
+                "and there may be only one summarize or join",
+                anchor=word,
+                segment=segment,
+            )
+        scope = self.scope(stream, segment)
+        window = self.lookbacks[0] if self.lookbacks else None
+        fed = list(stream.branches)
+        operator: WindowedSummarize | TimeBoundedJoin
+        if isinstance(op, ir.Summarize):
+            operator, columns = compile_summarize(op, stream.columns, scope, window, later, self.clock)
+            self._note_reads(stream, scope)
+            sides = [(0, fed)]
+        else:
+            before = len(self.lookbacks)
+            right = self.pipeline(op.right, segment, stack)
+            right_window = self.lookbacks[before] if len(self.lookbacks) > before else None
+            operator, columns = compile_join(
+                op, stream.columns, right.columns, scope, right_window or window, later, self.clock
+            )
+            self._note_reads(stream, scope)
+            for b in right.branches:
+                self.read.setdefault(b.table, set()).update(
+                    {k.right for k in op.keys} & {c.name for c in schema(b.table).columns}
+                )
+            sides = [(0, fed), (1, list(right.branches))]
+        for side, branches in sides:
+            for b in branches:
+                b.sink = functools.partial(operator.feed, side)
+                self.fed.append(b)
+        self.stateful = operator
+        post = Branch(stream.table, [], label=word, raw=False)
+        return _Stream([post], columns, stream.table)
 
     def source(self, src: ir.Source, segment: str | None, stack: list[str]) -> _Stream:
         if not isinstance(src, ir.TableRef) or src.database is not None or src.cluster is not None:
@@ -126,7 +184,7 @@ class QueryCompiler:
         for kind, word in _REFUSED.items():
             if isinstance(op, kind):
                 raise CompileError(
-                    f"'{word}' is not supported in a streaming rule (windowed aggregation is a later issue)",
+                    f"'{word}' is not supported in a streaming rule",
                     anchor=word,
                     segment=segment,
                 )
@@ -135,6 +193,9 @@ class QueryCompiler:
             scope.raw = USE_LOWERED_CACHE and all(b.raw for b in stream.branches)
             compiler = ExprCompiler(scope)
             terms = flatten_logical(op.predicate, "and")
+            span = lookback(op.predicate, scope)
+            if span is not None:
+                self.lookbacks.append(span)
             conjuncts = [compiler.compile(t)[0] for t in terms]
             self._note_reads(stream, scope)
             groups = [g for g in (needle_group(t, scope) for t in terms) if g]

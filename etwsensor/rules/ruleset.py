@@ -34,6 +34,7 @@ from etwsensor.rules.irnorm import rebalance
 from etwsensor.rules.plan import Branch, Clock, Plan
 from etwsensor.rules.query import QueryCompiler
 from etwsensor.rules.scalars import as_text, regex_tester
+from etwsensor.rules.stateful import ALLOWED_LATENESS
 from etwsensor.tables import TABLE_NAMES
 
 # Bump when the IR handed to the compiler changes meaning: invalidates cached entries.
@@ -103,10 +104,17 @@ class Rule:
 
 @dataclass(slots=True)
 class Match:
-    """A row a rule matched: the rule and the query's projected output row."""
+    """A row a rule matched: the rule and the query's projected output row.
+
+    From a stateful rule (summarize/join): ``source`` is the input row that completed the result
+    (with ``table``), ``report_ids`` the ReportIds of the rows behind it.
+    """
 
     rule: Rule
     row: dict[str, Any]
+    source: dict[str, Any] | None = None
+    table: str | None = None
+    report_ids: tuple[int, ...] = ()
 
 
 # --- the compiled-IR cache -------------------------------------------------------------------
@@ -638,6 +646,10 @@ class RuleSet:
             for branch in rule.plan.branches:
                 by_table[branch.table].append((rule, branch))
         self._dispatch = {t: _TableDispatch(entries) for t, entries in by_table.items() if entries}
+        self._stateful = [(r, r.plan.stateful) for r in rules if r.plan is not None and r.plan.stateful]
+        self._last_now: datetime | None = None
+        self._deadline: datetime | None = None  # the earliest watermark at which a window closes
+        self._fed = False  # a stateful operator took rows since the deadline was computed
 
     @classmethod
     def load(
@@ -720,7 +732,53 @@ class RuleSet:
         return None
 
     def evaluate(self, table: str, row: dict[str, Any], now: datetime | None) -> list[Match]:
-        """The matches of one row of ``table``; ``now`` is the stream clock for now()/ago()."""
+        """The matches of one row of ``table``; ``now`` is the stream clock for now()/ago(), and
+        the event time that moves stateful rules' windows (see :meth:`advance`)."""
+        if self._stateful and now is not None and now is not self._last_now:
+            closed = self.advance(now)
+            if closed:
+                return closed + self._evaluate(table, row, now)
+        return self._evaluate(table, row, now)
+
+    def advance(self, now: datetime) -> list[Match]:
+        """Move the stateful rules' watermark to ``now`` minus the allowed lateness: the results of
+        the windows that closed. A live stream calls it with the wall clock when it is idle."""
+        self._last_now = now
+        watermark = now - ALLOWED_LATENESS
+        clock = self.clock
+        if clock.watermark is not None and watermark <= clock.watermark:
+            return []
+        clock.watermark = watermark
+        if self._fed:
+            self._fed = False
+            deadlines = [d for _r, op in self._stateful if (d := op.next_deadline()) is not None]
+            self._deadline = min(deadlines) if deadlines else None
+        if self._deadline is None or watermark < self._deadline:
+            return []
+        out: list[Match] = []
+        for rule, op in self._stateful:
+            for e in op.advance(watermark):
+                out.append(Match(rule, e.row, e.source, e.table, e.report_ids))
+        deadlines = [d for _r, op in self._stateful if (d := op.next_deadline()) is not None]
+        self._deadline = min(deadlines) if deadlines else None
+        return out
+
+    def flush(self) -> list[Match]:
+        """End of a stream: every open window closes; state is emptied for the next stream."""
+        out: list[Match] = []
+        for rule, op in self._stateful:
+            for e in op.flush():
+                out.append(Match(rule, e.row, e.source, e.table, e.report_ids))
+        self.clock.watermark = None
+        self._last_now = self._deadline = None
+        self._fed = False
+        return out
+
+    def state_stats(self) -> dict[str, dict[str, int]]:
+        """Per stateful rule: state held, evicted groups/rows, late rows dropped, results emitted."""
+        return {rule.id: op.stats.as_json() for rule, op in self._stateful}
+
+    def _evaluate(self, table: str, row: dict[str, Any], now: datetime | None) -> list[Match]:
         dispatch = self._dispatch.get(table)
         if dispatch is None:
             return []
@@ -739,6 +797,18 @@ class RuleSet:
             except Exception:  # a value of an unexpected type: count it, keep going
                 self.errors[rule.id] = self.errors.get(rule.id, 0) + 1
                 continue
-            if out is not None:
+            if out is None:
+                continue
+            sink = branch.sink
+            if sink is None:
                 matches.append(Match(rule, out))
+                continue
+            self._fed = True
+            try:
+                emitted = sink(table, out, row)
+            except Exception:  # an aggregate over a value of an unexpected type
+                self.errors[rule.id] = self.errors.get(rule.id, 0) + 1
+                continue
+            for e in emitted:
+                matches.append(Match(rule, e.row, e.source, e.table, e.report_ids))
         return matches

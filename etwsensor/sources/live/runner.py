@@ -16,7 +16,7 @@ import heapq
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from etwsensor.decode.decoder import Decoder
@@ -140,6 +140,7 @@ class LiveLoop:
             else:
                 for ev in self.reorder.idle():
                     self.on_event(ev)
+                self.idle()
         while (rec := take(0)) is not None:
             self.on_record(rec)
         for ev in self.reorder.drain():
@@ -187,6 +188,15 @@ class LiveLoop:
             for table, row in rows:
                 self._row(table, row, self.clock)
 
+    def idle(self, now: datetime | None = None) -> None:
+        """No event came: stateful rules' windows close by the wall clock (a quiet night still alerts)."""
+        with self._lock:
+            wall = now or datetime.now(UTC)
+            if self.clock is not None and wall < self.clock:
+                return  # the events' clock is ahead of this machine's: they keep the time
+            for alert in self.detector.tick(wall):
+                self.send(alert)
+
     def _row(self, table: str, row: dict[str, Any], clock: datetime | None) -> None:
         for alert in self.detector.on_row(table, row, clock):
             self.send(alert)
@@ -214,6 +224,9 @@ class LiveLoop:
                         self.recorder.write(fe)
                 except OSError:
                     self.errors += 1
+            self.summary.state.update(self.detector.ruleset.state_stats())
+            for alert in self.detector.flush():
+                self.send(alert)
         s = self.summary
         totals = self.decoder.stats.totals()
         s.decode_errors = totals["decode_errors"]
