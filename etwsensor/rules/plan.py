@@ -123,13 +123,12 @@ class Emit:
 class StateStats:
     """What a stateful rule holds and has lost: reported in the summary."""
 
-    state: int = 0  # open groups (summarize) or held rows (join)
     evicted: int = 0
     late: int = 0
     emitted: int = 0
 
     def as_json(self) -> dict[str, int]:
-        return {"state": self.state, "evicted": self.evicted, "late": self.late, "emitted": self.emitted}
+        return {"evicted": self.evicted, "late": self.late, "emitted": self.emitted}
 
 
 class StatefulOperator:
@@ -139,6 +138,10 @@ class StatefulOperator:
     stats: StateStats
 
     def feed(self, side: int, table: str, row: Row, source: Row) -> list[Emit]:
+        raise NotImplementedError
+
+    def size(self) -> int:
+        """Open groups (summarize) or held rows (join)."""
         raise NotImplementedError
 
     def next_deadline(self) -> datetime | None:

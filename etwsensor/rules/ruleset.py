@@ -711,7 +711,7 @@ class RuleSet:
             assert rule.plan is not None
             for table in rule.tables:
                 out.setdefault(table, set()).update(rule.plan.columns_read.get(table, ()))
-        return {t: frozenset(c) for t, c in out.items()}
+        return {t: frozenset(out[t]) for t in TABLE_NAMES if t in out}  # one order whatever the rules
 
     def row_gates(self) -> dict[str, RowGate]:
         """Per table, what may be asked before a row is built (``RowGate``); tables whose every row
@@ -776,7 +776,7 @@ class RuleSet:
 
     def state_stats(self) -> dict[str, dict[str, int]]:
         """Per stateful rule: state held, evicted groups/rows, late rows dropped, results emitted."""
-        return {rule.id: op.stats.as_json() for rule, op in self._stateful}
+        return {rule.id: {"state": op.size(), **op.stats.as_json()} for rule, op in self._stateful}
 
     def _evaluate(self, table: str, row: dict[str, Any], now: datetime | None) -> list[Match]:
         dispatch = self._dispatch.get(table)

@@ -162,6 +162,9 @@ class WindowedSummarize(StatefulOperator):
             return None
         return self._emit(group)
 
+    def size(self) -> int:
+        return len(self.groups)
+
     def next_deadline(self) -> datetime | None:
         heap = self.heap
         while heap and heap[0][2] not in self.groups:
@@ -179,7 +182,6 @@ class WindowedSummarize(StatefulOperator):
             emitted = self._close(group)
             if emitted is not None:
                 out.append(emitted)
-        self.stats.state = len(self.groups)
         return out
 
     def flush(self) -> list[Emit]:
@@ -189,7 +191,6 @@ class WindowedSummarize(StatefulOperator):
                 out.append(emitted)
         self.groups.clear()
         self.heap.clear()
-        self.stats.state = 0
         return out
 
 
@@ -316,6 +317,9 @@ class TimeBoundedJoin(StatefulOperator):
         ids = _ids(left.source) + (_ids(right.source) if right is not None else ())
         return Emit(out, last.source, last.table, ids)
 
+    def size(self) -> int:
+        return sum(len(s.order) for s in self.sides)
+
     def next_deadline(self) -> datetime | None:
         first = [s.order[0][1].expires for s in self.sides if s.order]
         return min(first) if first else None
@@ -337,7 +341,6 @@ class TimeBoundedJoin(StatefulOperator):
                     emitted = self._emit(held.row, held, held, None)
                     if emitted is not None:
                         out.append(emitted)
-        self.stats.state = sum(len(s.order) for s in self.sides)
         return out
 
     def flush(self) -> list[Emit]:
@@ -349,5 +352,4 @@ class TimeBoundedJoin(StatefulOperator):
         for side in self.sides:
             side.held.clear()
             side.order.clear()
-        self.stats.state = 0
         return out

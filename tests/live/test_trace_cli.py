@@ -54,7 +54,7 @@ def test_plan_logman_prints_the_commands_and_a_valid_wpr_profile() -> None:
     assert kernel_keywords == ["ProcessThread", "Loader"]
     lines = out.splitlines()
     # one NT Kernel Logger session (one file, one stream) with the classic classes of every planned table
-    flags = "(process,registry,disk,file,fileio,img)"
+    flags = "(process,img,registry,disk,file,fileio)"  # in table order (RuleSet.tables_read)
     kernel = f'logman start "NT Kernel Logger" -p "Windows Kernel Trace" {flags}'
     assert sum(line.startswith(kernel) for line in lines) == 1
     assert not any(line.startswith("logman update") for line in lines)

@@ -67,7 +67,10 @@ def _arrival(rows: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
     """Event-time order disturbed by less than the allowed lateness: every row is late by up to it."""
     rnd = random.Random(seed)
     lateness = ALLOWED_LATENESS.total_seconds()
-    keyed = [(r["Timestamp"] + timedelta(seconds=rnd.uniform(0, lateness * 0.99)), i, r) for i, r in enumerate(rows)]
+    keyed = [
+        (r["Timestamp"] + timedelta(seconds=rnd.uniform(0, lateness * 0.99)), i, r)
+        for i, r in enumerate(rows)
+    ]
     return [r for _k, _i, r in sorted(keyed, key=lambda k: (k[0], k[1]))]
 
 
@@ -114,22 +117,29 @@ def _bag(rows: list[dict[str, Any]]) -> Counter[tuple[Any, ...]]:
 
 
 SETTINGS = settings(
-    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 
 SUMMARIZE = [
     "summarize count(), countif(FileSize > 50), dcount(ProcessId), make_set(ProcessId), min(FileSize), "
     "max(FileSize), sum(FileSize) by FileName, bin(Timestamp, 5m)",
-    "summarize n = count(), dcount(FileName) by InitiatingProcessId, bin(Timestamp, 10m) | where n > 2 and n < 6",
-    "summarize arg_max(ReportId, ProcessId, FileSize), make_list(FileName) by bin(Timestamp, 7m), InitiatingProcessId",
-    "where FileName != 'c.exe' | summarize total = sum(FileSize), c = count() by FileName, bin(Timestamp, 3m) "
+    "summarize n = count(), dcount(FileName) by InitiatingProcessId, bin(Timestamp, 10m) "
+    "| where n > 2 and n < 6",
+    "summarize arg_max(ReportId, ProcessId, FileSize), make_list(FileName) "
+    "by bin(Timestamp, 7m), InitiatingProcessId",
+    "where FileName != 'c.exe' "
+    "| summarize total = sum(FileSize), c = count() by FileName, bin(Timestamp, 3m) "
     "| extend avg_size = total / c | project FileName, Timestamp, c",
 ]
 
 
 @SETTINGS
 @given(drawn=rows_strategy, seed=st.integers(0, 1000), which=st.sampled_from(SUMMARIZE))
-def test_windowed_summarize_matches_the_oracle(oracle: Any, drawn: list[dict[str, Any]], seed: int, which: str) -> None:
+def test_windowed_summarize_matches_the_oracle(
+    oracle: Any, drawn: list[dict[str, Any]], seed: int, which: str
+) -> None:
     rows = _rows(drawn)
     kql = f"{TABLE} | {which}"
     _load(oracle, rows)
@@ -159,7 +169,8 @@ def test_early_emit_reports_the_oracles_groups_once(
 
 JOINS = [
     "where FileName == 'a.exe' | join kind=inner (DeviceProcessEvents | where FileName != 'a.exe') "
-    "on InitiatingProcessId | where Timestamp1 between (Timestamp .. (Timestamp + 2m)) | project ReportId, ReportId1",
+    "on InitiatingProcessId | where Timestamp1 between (Timestamp .. (Timestamp + 2m)) "
+    "| project ReportId, ReportId1",
     "join kind=inner (DeviceProcessEvents | project P = ProcessId, T = Timestamp, R = ReportId) "
     "on $left.InitiatingProcessId == $right.P | where T between ((Timestamp - 1m) .. (Timestamp + 3m)) "
     "| project ReportId, R",
@@ -170,7 +181,9 @@ JOINS = [
 
 @SETTINGS
 @given(drawn=rows_strategy, seed=st.integers(0, 1000), which=st.sampled_from(JOINS))
-def test_inner_join_matches_the_oracle(oracle: Any, drawn: list[dict[str, Any]], seed: int, which: str) -> None:
+def test_inner_join_matches_the_oracle(
+    oracle: Any, drawn: list[dict[str, Any]], seed: int, which: str
+) -> None:
     rows = _rows(drawn)
     kql = f"{TABLE} | {which}"
     _load(oracle, rows)
@@ -182,10 +195,13 @@ def test_inner_join_matches_the_oracle(oracle: Any, drawn: list[dict[str, Any]],
 
 @SETTINGS
 @given(drawn=rows_strategy, seed=st.integers(0, 1000), kind=st.sampled_from(["leftsemi", "leftanti"]))
-def test_semi_and_anti_join_match_the_oracle(oracle: Any, drawn: list[dict[str, Any]], seed: int, kind: str) -> None:
+def test_semi_and_anti_join_match_the_oracle(
+    oracle: Any, drawn: list[dict[str, Any]], seed: int, kind: str
+) -> None:
     rows = _rows(drawn)
     right = f"{TABLE} | where FileSize > 40"
-    kql = f"{TABLE} | where Timestamp > ago(3m) | where FileName == 'a.exe' | join kind={kind} ({right}) on ProcessId"
+    kql = f"{TABLE} | where Timestamp > ago(3m) | where FileName == 'a.exe' "
+    kql += f"| join kind={kind} ({right}) on ProcessId"
     # The batch form of a band of +-3m (the lookback): an inner join with the band, left rows kept.
     band = (
         f"{TABLE} | where FileName == 'a.exe' | join kind=inner ({right}) on ProcessId "
