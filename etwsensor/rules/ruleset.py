@@ -34,6 +34,9 @@ from etwsensor.rules.irnorm import rebalance
 from etwsensor.rules.plan import Branch, Clock, Plan
 from etwsensor.rules.query import QueryCompiler
 from etwsensor.rules.scalars import as_text, regex_tester
+from etwsensor.rules.sigma_correlation import Correlation, CorrelationError, is_correlation
+from etwsensor.rules.sigma_correlation import parse as parse_correlation
+from etwsensor.rules.sigma_correlation import to_kql as correlation_kql
 from etwsensor.rules.stateful import ALLOWED_LATENESS
 from etwsensor.tables import TABLE_NAMES
 
@@ -171,6 +174,7 @@ class _RuleText:
     line_offset: int = 0
     col_offset: int = 0
     block: bool = False  # a YAML block scalar: every line is indented by col_offset
+    correlation: Correlation | None = None  # a Sigma correlation: its query is built from other rules
 
 
 def _as_tuple(value: Any) -> tuple[str, ...]:
@@ -220,6 +224,8 @@ def _read_yaml(path: Path, text: str) -> _RuleText:
         raise FrontEndError(line, col, f"invalid YAML: {getattr(exc, 'problem', exc)}") from exc
     if not isinstance(data, dict) or not isinstance(node, yaml.MappingNode):
         raise FrontEndError(1, 1, "a rule file is a YAML mapping with at least 'query'")
+    if is_correlation(data):
+        return _correlation_text(data)
     query = data.get("query")
     if not isinstance(query, str) or not query.strip():
         raise FrontEndError(1, 1, "the rule has no 'query'")
@@ -237,6 +243,61 @@ def _read_yaml(path: Path, text: str) -> _RuleText:
             else:
                 rt.line_offset, rt.col_offset = start.line, start.column + (1 if value_node.style else 0)
     return rt
+
+
+def _correlation_text(data: dict[str, Any]) -> _RuleText:
+    try:
+        correlation = parse_correlation(data)
+    except CorrelationError as exc:
+        raise FrontEndError(1, 1, str(exc)) from exc
+    level = str(data.get("level") or "medium").lower()
+    meta = {
+        "id": correlation.id,
+        "name": correlation.title,
+        "description": data.get("description") or "",
+        "severity": "high" if level == "critical" else level,
+        "references": data.get("references"),
+        "falsePositives": data.get("falsepositives"),
+        "techniques": [
+            t.split(".", 1)[1].upper() for t in data.get("tags") or () if t.startswith("attack.t")
+        ],
+    }
+    return _RuleText(meta, "", correlation=correlation)
+
+
+def _with_correlations(
+    built: list[Rule], correlations: list[tuple[Path, str, _RuleText]], clock: Clock, use_cache: bool
+) -> tuple[list[Rule], list[RuleFailure]]:
+    """Sigma correlations compiled from the rules they refer to (by id or name); the referenced
+    rules leave the set unless a correlation says ``generate: true``."""
+    by_ref: dict[str, Rule] = {}
+    for rule in built:
+        by_ref.setdefault(rule.name, rule)
+        by_ref[rule.id] = rule
+    out: list[Rule] = []
+    failures: list[RuleFailure] = []
+    silenced: set[str] = set()
+    for path, shown, rt in correlations:
+        correlation = rt.correlation
+        assert correlation is not None
+        try:
+            rt.query = correlation_kql(
+                correlation, {r: by_ref[r].query for r in correlation.rules if r in by_ref}
+            )
+        except CorrelationError as exc:
+            failures.append(RuleFailure(shown, 1, 1, str(exc)))
+            continue
+        compiled, failure = _build_rule(path, shown, rt, clock, use_cache)
+        if failure is not None:
+            failures.append(
+                RuleFailure(shown, 1, 1, f"the correlation's query does not compile: {failure.message}")
+            )
+            continue
+        assert compiled is not None
+        out.append(compiled)
+        if not correlation.generate:
+            silenced.update(by_ref[r].id for r in correlation.rules)
+    return [r for r in built if r.id not in silenced] + out, failures
 
 
 def read_rule_text(path: Path, text: str) -> _RuleText:
@@ -686,6 +747,8 @@ class RuleSet:
                 failures.append(failure)
                 continue
             texts.append((path, shown, rt))
+        correlations = [t for t in texts if t[2].correlation is not None]
+        texts = [t for t in texts if t[2].correlation is None]
         if use_cache:
             prewarm([rt.query for _p, _s, rt in texts])
         for path, shown, rt in texts:
@@ -701,6 +764,9 @@ class RuleSet:
                 continue
             seen[rule.id] = rule.source
             rules.append(rule)
+        if correlations:
+            rules, more = _with_correlations(rules, correlations, clock, use_cache)
+            failures.extend(more)
         return cls(rules, clock), failures
 
     @property
