@@ -15,7 +15,7 @@ from etwsensor.sources.header import RecordingHeader
 
 SYSTEM_CONFIG = "01853a65-418f-4f36-aefc-dc0f1d2fd235"  # classic SysConfig: CPU (opcode 10) names the host
 _CPU = 10
-LOOK_AHEAD_BUFFERS = 1024  # of an .etl file, for its SystemConfig CPU record (64 MB at 64 KB a buffer)
+LOOK_AHEAD_BUFFERS = 256  # of an .etl file, for its SystemConfig CPU record (16 MB at 64 KB a buffer)
 
 
 def device_id_from_machine_guid(machine_guid: str) -> str:

@@ -121,3 +121,26 @@ def test_the_budget_refuses_big_files_and_the_queue_is_bounded(tmp_path: Path) -
     queued = FactsWorker(CollectedFiles({}), max_pending=2)  # never started: nothing is taken off
     assert [queued.request(f"C:\\{i}") for i in range(3)] == [True, True, False]
     assert queued.stats()["dropped_requests"] == 1
+
+
+def test_a_recording_with_damaged_image_facts_counts_them_and_goes_on(tmp_path: Path) -> None:
+    from etwsensor.enrich import ImageFacts, facts_event
+    from etwsensor.sources.recording import write_recording
+
+    source = open_source(DEMO)
+    events = list(source.events())
+    good = facts_event(ImageFacts(path="C:\\Windows\\explorer.exe", size=3, sha1="ab", sha256="cd", md5="ef"),
+                       events[0].ts)  # fmt: skip
+    bad = facts_event(ImageFacts(path="C:\\x.exe"), events[0].ts)
+    bad.fields["Path"] = 42  # a path that is not a string
+    recording = tmp_path / "damaged.jsonl"
+    write_recording(recording, source.header, [bad, good, *events])
+    rows = _replayed_rows(recording)
+    reader = RecordingReader(recording)
+    normalizer = Normalizer(reader.header)
+    for ev in reader.events():
+        normalizer.process(ev)
+    assert normalizer.bad_events == 1 and "ImageFacts" in normalizer.error_samples[0]
+    by_explorer = [r for _, r in rows if r.get("InitiatingProcessFolderPath") == "C:\\Windows\\explorer.exe"]
+    assert by_explorer and all(r["InitiatingProcessSHA1"] == "ab" and r["InitiatingProcessFileSize"] == 3
+                               for r in by_explorer)  # fmt: skip
