@@ -352,6 +352,9 @@ def replay_command(
     reload: bool = typer.Option(
         False, "--reload", help="Watch rule folders and the config file (and SIGHUP); reload between rows."
     ),
+    rate: float | None = typer.Option(
+        None, "--rate", min=1, help="At most N events/s (a live host's pace); the summary's timing: CPU %."
+    ),
 ) -> None:
     """Replay traces through the normalizer and the rules; alerts go to the sinks (stdout by default)."""
     from etwsensor.alerts.allowlist import Allowlist
@@ -398,6 +401,7 @@ def replay_command(
                 heartbeat,
                 files_from=files_from,
                 reloader=reloader,
+                rate=rate,
                 device_name=device_name,
             )
     finally:
@@ -506,6 +510,10 @@ def _print_summary(doc: dict[str, Any], as_json: bool, rule_names: dict[str, str
     )
     for name, state in doc["sinks"].items():
         say(f"sink {name}: {json.dumps(state)}")
+    timing = doc.get("timing") or {}
+    if timing.get("rate_limit"):
+        say(f"paced at {timing['rate_limit']:,.0f} events/s: {timing['cpu_seconds']} s CPU in "
+            f"{timing['wall_seconds']} s, {timing['cpu_percent']} % of one core")  # fmt: skip
     for line in _enrich_lines(doc.get("enrich") or {}):
         say(line)
     for d in doc["damage"]:

@@ -7,6 +7,7 @@ recording replays to the same alerts whenever it is replayed.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -104,6 +105,7 @@ class ReplaySummary:
     damage: list[str] = field(default_factory=list)
     sinks: dict[str, Any] = field(default_factory=dict)
     interrupted: bool = False  # Ctrl-C: the counts are the run so far
+    timing: dict[str, Any] = field(default_factory=dict)  # wall and CPU seconds of the run, --rate
     enrich: dict[str, Any] = field(default_factory=dict)  # image facts: where from, counts, what stayed empty
     input_kinds: dict[str, str] = field(default_factory=dict)  # path → etl, recording, evtx, …
     # Windows event logs: events per provider and "id name"; the ones no table takes, and why
@@ -132,6 +134,7 @@ class ReplaySummary:
             "damage": self.damage,
             "sinks": self.sinks,
             "interrupted": self.interrupted,
+            "timing": self.timing,
             "enrich": self.enrich,
             "input_kinds": self.input_kinds,
             "source_events": {p: dict(c) for p, c in self.source_events.items()},
@@ -175,6 +178,7 @@ def _row_batches(
     files_from: str | None = None,
     active: list[Normalizer] | None = None,
     device_name: str | None = None,
+    pacer: Pacer | None = None,
 ) -> Iterator[tuple[Sequence[TableRow], datetime | None, int]]:
     """The rows of one input, in batches (the rows one event completes) with their event time and
     the rows made so far in this input (built or skipped by a gate: the count the summary shows);
@@ -189,6 +193,8 @@ def _row_batches(
         counts: dict[str, dict[str, int]] = {}
         for made, (table, row) in enumerate(rows, start=1):
             summary.events += 1
+            if pacer is not None:
+                pacer.step()
             actions = counts.setdefault(table, {})
             action = str(row.get("ActionType"))
             actions[action] = actions.get(action, 0) + 1
@@ -219,6 +225,8 @@ def _row_batches(
         summary.events += 1
         if by_provider is not None:  # only while heartbeats report events/s per provider
             by_provider[event.provider] += 1
+        if pacer is not None:
+            pacer.step()
         batch = process(event)
         if batch:
             yield batch, event.ts, rows_sink.report_id
@@ -279,16 +287,21 @@ def replay(
     files_from: str | None = None,
     reloader: RuleReloader | None = None,
     device_name: str | None = None,
+    rate: float | None = None,
 ) -> ReplaySummary:
     """Run every input through the detector and the sinks, in order. Never raises on bad input.
     With a ``heartbeat``, its start record goes out first, its stop record last, and running records
     between rows whenever its interval has passed. With a ``reloader``, a rule set it compiled
     aside replaces the running one between two rows (the normalizer's state is kept).
     ``files_from``: a ``--files-from`` folder map; image facts are computed from those files.
-    ``device_name``: DeviceName of every row (``--device-name``), DeviceId derived from it."""
+    ``device_name``: DeviceName of every row (``--device-name``), DeviceId derived from it.
+    ``rate``: at most this many events per second (a live host's pace), so ``summary.timing`` tells
+    the CPU share the pipeline needs at that rate."""
     from etwsensor.sources import SourceOpenError
 
     summary = ReplaySummary()
+    pacer = Pacer(rate) if rate else None
+    wall0, cpu0 = time.perf_counter(), time.process_time()
     sink_list = list(sinks)
     by_provider: Counter[str] | None = Counter() if heartbeat is not None else None
     active: list[Normalizer] = []
@@ -314,7 +327,7 @@ def replay(
             clock: datetime | None = now  # per input: each file is its own stream
             try:
                 batches = _row_batches(path, device_map, gates, summary, by_provider, files_from, active,
-                                       device_name=device_name)  # fmt: skip
+                                       device_name=device_name, pacer=pacer)  # fmt: skip
                 for batch, ts, made in batches:
                     if now is None and ts is not None and (clock is None or ts > clock):
                         clock = ts
@@ -351,7 +364,38 @@ def replay(
     summary.rule_errors = dict(detector.ruleset.errors)
     if heartbeat is not None:
         heartbeat.stop(snapshot(summary.rows.total(), alerts_sent))
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    summary.timing = {
+        "wall_seconds": round(wall, 3),
+        "cpu_seconds": round(cpu, 3),
+        "cpu_percent": round(100 * cpu / wall, 1) if wall > 0 else 0.0,  # of one core
+        "rate_limit": rate,
+    }
     return summary
+
+
+class Pacer:
+    """Holds a replay to ``rate`` events per second of wall time (sleeping when ahead), so the CPU a live
+    host's event rate costs can be measured anywhere (``replay --rate``)."""
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:  # fmt: skip
+        if rate <= 0:
+            raise ValueError("rate must be > 0 events per second")
+        self.rate = rate
+        self._clock, self._sleep = clock, sleep
+        self._start = clock()
+        self.events = 0
+        self.slept = 0.0
+
+    def step(self) -> None:
+        self.events += 1
+        if self.events & 63:  # looking at the clock every 64 events keeps the pacing cheap
+            return
+        ahead = self._start + self.events / self.rate - self._clock()
+        if ahead > 0:
+            self.slept += ahead
+            self._sleep(ahead)
 
 
 def apply_reload(
