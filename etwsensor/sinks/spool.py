@@ -19,6 +19,7 @@ entries are dropped, counted and logged loudly: the oldest alerts are kept.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -127,14 +128,23 @@ class Spool:
             raise SpoolError(f"spool {directory}: {exc.strerror or exc}") from None
         self._lock = threading.Lock()
         self._sizes: dict[int, int] = {}  # segment number -> bytes
+        self._entries: dict[int, int] = {}  # segment -> entries in it (as found on open, plus appends)
+        self._first_entry: dict[int, int] = {}  # segment -> number of its first entry on that axis
+        self.damage: list[str] = []  # what was found wrong with the spool, for the summary
         for path in directory.glob(f"*{_SEGMENT_SUFFIX}"):
-            if path.stem.isdigit():
-                self._sizes[int(path.stem)] = path.stat().st_size
+            if not path.stem.isdigit():
+                continue
+            if not path.is_file():  # e.g. a directory with a segment's name: not ours to remove
+                self._report(f"{path.name} is not a regular file; ignored")
+                continue
+            self._sizes[int(path.stem)] = path.stat().st_size
         self._reader: tuple[int, IO[bytes]] | None = None
-        self._commit = self._load_cursor()
+        self._commit = self._checked_cursor(self._load_cursor())
         for seg in [s for s in self._sizes if s < self._commit.segment]:  # crash between commit and delete
             self._delete_segment(seg)
         self._read = self._commit
+        self._cursor_stale = False  # the last cursor write failed (e.g. a full disk): retry on commit
+        self.lost = 0  # entries lost to damage: a segment truncated or deleted under the spool
         self._writer: int | None = None  # fd of the active segment
         self._active = 0  # segment this process appends to (0: none yet)
         self._next_segment = max([*self._sizes, self._commit.segment]) + 1
@@ -179,11 +189,19 @@ class Spool:
 
     def append(self, payload: bytes) -> bool:
         """Append one entry (one line). False when the spool is full or the disk refused it: dropped."""
+        reason = self.offer(payload)
+        if reason is not None:
+            with self._lock:
+                self._drop(reason)
+        return reason is None
+
+    def offer(self, payload: bytes) -> str | None:
+        """Append one entry; None when it is spooled, else why not (nothing counted: the caller
+        keeps the entry elsewhere or counts it)."""
         record = encode_record(payload)
         with self._lock:
             if self.pending_bytes + len(record) > self._max_bytes:
-                self._drop("spool full")
-                return False
+                return "spool full"
             try:
                 if self._writer is None or self._sizes[self._active] >= self._segment_bytes:
                     self._rotate()
@@ -193,17 +211,20 @@ class Spool:
                     view = view[os.write(self._writer, view) :]
             except OSError as exc:
                 self._undo_partial_write()
-                self._drop(f"spool write failed: {exc.strerror or exc}")
-                return False
+                self.last_error = f"spool write failed: {exc.strerror or exc}"
+                return self.last_error
             self._sizes[self._active] += len(record)
+            self._entries[self._active] += 1
             self._appended += 1
             self._dirty = True
-            return True
+            return None
 
     def _rotate(self) -> None:
         if self._writer is not None:
-            os.fsync(self._writer)
-            os.close(self._writer)
+            with contextlib.suppress(OSError):  # its entries are written; fsync is best effort here
+                os.fsync(self._writer)
+            with contextlib.suppress(OSError):
+                os.close(self._writer)
             self._writer = None
         seg = self._next_segment
         path = self._segment_path(seg)
@@ -211,6 +232,8 @@ class Spool:
         self._next_segment += 1
         self._active = seg
         self._sizes[seg] = 0
+        self._entries[seg] = 0
+        self._first_entry[seg] = self._appended
         _fsync_dir(self.directory)
 
     def _undo_partial_write(self) -> None:
@@ -220,9 +243,11 @@ class Spool:
         try:
             os.ftruncate(self._writer, self._sizes[self._active])
         except OSError:
-            os.close(self._writer)
+            with contextlib.suppress(OSError):
+                os.close(self._writer)
             self._writer = None
-            self._sizes[self._active] = self._segment_path(self._active).stat().st_size
+            with contextlib.suppress(OSError):
+                self._sizes[self._active] = self._segment_path(self._active).stat().st_size
 
     def _drop(self, reason: str) -> None:
         self.dropped += 1
@@ -247,6 +272,8 @@ class Spool:
             self._dirty = False
         try:
             os.fsync(fd)
+        except OSError as exc:  # e.g. ENOSPC on write-back: the entries stay counted as pending
+            self.last_error = f"spool fsync failed: {exc.strerror or exc}"
         finally:
             os.close(fd)
 
@@ -270,10 +297,20 @@ class Spool:
                         break  # caught up with the writer
                     self._read = SpoolPosition(seg + 1, 0)
                     continue
-                fh = self._reader_for(seg)
-                fh.seek(offset)
-                line = fh.readline(self._sizes[seg] - offset)
-                if not line:  # file shorter than recorded: treat the rest as gone
+                try:
+                    fh = self._reader_for(seg)
+                    fh.seek(offset)
+                    line = fh.readline(self._sizes[seg] - offset)
+                except OSError as exc:  # deleted or unreadable under us
+                    line = b""
+                    self._report(f"segment {seg} unreadable: {exc.strerror or exc}")
+                if not line:  # file shorter than recorded: the rest is gone, and counted
+                    gone = self._entries_after(seg)
+                    if gone:
+                        self._report(f"segment {seg} lost {gone} entries after byte {offset}")
+                    self.lost += gone
+                    self._read_index += gone
+                    consumed += gone
                     self._sizes[seg] = offset
                     continue
                 self._read = SpoolPosition(seg, offset + len(line))
@@ -320,9 +357,29 @@ class Spool:
                 self._forget_segment(seg)
         # Only the worker commits, so these files need no lock. Cursor first: a crash in between leaves
         # delivered segments behind (re-sent: duplicates), never a cursor past undelivered entries.
-        self._save_cursor(end)
-        for seg in done:
-            self._segment_path(seg).unlink(missing_ok=True)
+        saved = self._try_save_cursor(end)
+        for seg in done:  # delivered either way; deleting them is what frees a full disk
+            try:
+                self._segment_path(seg).unlink(missing_ok=True)
+            except OSError as exc:
+                self.last_error = f"cannot delete a delivered segment: {exc.strerror or exc}"
+        if not saved and done:
+            self._try_save_cursor(end)  # the space just freed may be enough
+
+    def _try_save_cursor(self, commit: SpoolPosition) -> bool:
+        """Save the cursor; on failure (a full disk) keep going: the in-memory position is right, and a
+        restart before the next successful save re-sends what came after the old cursor (duplicates)."""
+        try:
+            self._save_cursor(commit)
+        except OSError as exc:
+            if not self._cursor_stale:
+                log.error("spool cursor not saved; a restart would re-send delivered alerts",
+                          spool=str(self.directory), error=exc.strerror or str(exc))  # fmt: skip
+            self._cursor_stale = True
+            self.last_error = f"cursor not saved: {exc.strerror or exc}"
+            return False
+        self._cursor_stale = False
+        return True
 
     # --- files ----------------------------------------------------------------------------------------
 
@@ -338,22 +395,47 @@ class Spool:
             self._reader[1].close()  # Windows cannot delete an open file
             self._reader = None
         del self._sizes[seg]
+        self._entries.pop(seg, None)
+        self._first_entry.pop(seg, None)
+
+    def _report(self, what: str) -> None:
+        self.damage.append(what)
+        log.warning("spool damaged", spool=str(self.directory), damage=what)
 
     def _load_cursor(self) -> SpoolPosition:
         path = self.directory / _CURSOR
         try:
             data: Any = json.loads(path.read_bytes())
-            pos = SpoolPosition(int(data["segment"]), int(data["offset"]))
-            if pos.segment < 0 or pos.offset < 0:
+            segment, offset = data["segment"], data["offset"]
+            if type(segment) is not int or type(offset) is not int:  # 1e400, "3", true: not a position
+                raise ValueError("segment and offset must be integers")
+            if segment < 0 or offset < 0:
                 raise ValueError("negative position")
-            return pos
+            return SpoolPosition(segment, offset)
         except FileNotFoundError:
             return SpoolPosition(0, 0)
-        except (ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
             # Start from the oldest segment: re-delivering (duplicates) beats losing alerts.
-            log.warning("spool cursor unreadable, re-delivering from the oldest entry",
-                        spool=str(self.directory), error=str(exc))  # fmt: skip
+            self._report(f"cursor unreadable ({exc}); re-delivering from the oldest entry")
             return SpoolPosition(0, 0)
+
+    def _checked_cursor(self, pos: SpoolPosition) -> SpoolPosition:
+        """A cursor that would skip entries still on disk is not trusted: segments are deleted only
+        after the cursor moved past them, so a cursor beyond the newest segment, or beyond the end of
+        its own, did not come from this spool's commits."""
+        if not self._sizes:
+            return pos
+        newest = max(self._sizes)
+        if pos.segment > newest:
+            self._report(f"cursor {pos.segment}:{pos.offset} is past the newest segment {newest}; "
+                         "re-delivering from the oldest entry")  # fmt: skip
+            return SpoolPosition(0, 0)
+        size = self._sizes.get(pos.segment)
+        if size is not None and pos.offset > size:
+            self._report(f"cursor offset {pos.offset} is past the end of segment {pos.segment} "
+                         f"({size} bytes); re-delivering that segment")  # fmt: skip
+            return SpoolPosition(pos.segment, 0)
+        return pos
 
     def _save_cursor(self, commit: SpoolPosition) -> None:
         tmp = self.directory / (_CURSOR + ".tmp")
@@ -370,27 +452,49 @@ class Spool:
     def _count_entries_from(self, start: SpoolPosition) -> int:
         count = 0
         for seg in sorted(s for s in self._sizes if s >= start.segment):
-            with open(self._segment_path(seg), "rb") as fh:
-                if seg == start.segment:
-                    fh.seek(start.offset)
-                last = b"\n"
-                while chunk := fh.read(1 << 20):
-                    count += chunk.count(b"\n")
-                    last = chunk[-1:]
-                count += last != b"\n"  # a torn last record still counts as one (corrupt) entry
+            found = 0
+            try:
+                with open(self._segment_path(seg), "rb") as fh:
+                    if seg == start.segment:
+                        fh.seek(start.offset)
+                    last = b"\n"
+                    while chunk := fh.read(1 << 20):
+                        found += chunk.count(b"\n")
+                        last = chunk[-1:]
+                    found += last != b"\n"  # a torn last record still counts as one (corrupt) entry
+            except OSError as exc:
+                self._report(f"segment {seg} unreadable: {exc.strerror or exc}")
+                del self._sizes[seg]
+                continue
+            self._first_entry[seg] = count
+            self._entries[seg] = found
+            count += found
         return count
+
+    def _entries_after(self, seg: int) -> int:
+        """Entries of ``seg`` the reader has not reached: the ones a truncation or deletion took.
+        Known for segments counted on open and written by this process (entries are numbered on one
+        axis: ``_first_entry[seg]`` is the number of the segment's first entry)."""
+        if seg not in self._entries:
+            return 0
+        return max(self._first_entry[seg] + self._entries[seg] - self._read_index, 0)
 
     def close(self) -> None:
         """fsync, release the lock; a fully delivered spool leaves no segment behind."""
         with self._lock:
             if self._writer is not None:
-                os.fsync(self._writer)
-                os.close(self._writer)
+                with contextlib.suppress(OSError):  # a full disk: what is written stays counted
+                    os.fsync(self._writer)
+                with contextlib.suppress(OSError):
+                    os.close(self._writer)
                 self._writer = None
             if self._reader is not None:
                 self._reader[1].close()
                 self._reader = None
             active, self._active = self._active, 0
             if active in self._sizes and self._commit == SpoolPosition(active, self._sizes[active]):
-                self._delete_segment(active)
+                try:
+                    self._delete_segment(active)
+                except OSError as exc:
+                    self.last_error = f"cannot delete a delivered segment: {exc.strerror or exc}"
         self._lock_file.release()

@@ -142,7 +142,8 @@ def test_unreadable_cursor_redelivers_rather_than_loses(tmp_path: Path) -> None:
     with capture_logs() as logs:
         reopened = Spool(tmp_path, 1 << 20, 4 * KiB)
     assert read_all(reopened) == [payload(n) for n in range(3)]
-    assert any("cursor unreadable" in e["event"] for e in logs)
+    assert any("cursor unreadable" in e.get("damage", "") for e in logs)
+    assert reopened.damage
     reopened.close()
 
 
@@ -167,4 +168,69 @@ def test_delivered_segments_left_by_a_crash_are_removed_on_open(tmp_path: Path) 
     reopened = Spool(tmp_path, 1 << 20, 4 * KiB)
     assert not (tmp_path / "0000000000000001.seg").exists()
     assert read_all(reopened) == [payload(n) for n in range(150, 200)]
+    reopened.close()
+
+
+# --- damage: reported, never deletes pending data, every lost entry counted ------------------------------
+
+
+def _three_segments(tmp_path: Path) -> list[bytes]:
+    spool = Spool(tmp_path, 1 << 20, 4 * KiB)
+    payloads = [payload(n) for n in range(200)]  # a few 4 KiB segments
+    for p in payloads:
+        assert spool.append(p)
+    spool.close()
+    assert len(list(tmp_path.glob("*.seg"))) >= 2
+    return payloads
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    ['{"segment": 1e400, "offset": 0}', '{"segment": "3", "offset": 0}', '{"segment": 1, "offset": -5}',
+     '{"segment": ' + "[" * 5000 + "]" * 5000 + ', "offset": 0}', "\xff\xfe"],
+)  # fmt: skip
+def test_a_damaged_cursor_is_reported_and_everything_redelivered(tmp_path: Path, cursor: str) -> None:
+    payloads = _three_segments(tmp_path)
+    (tmp_path / "cursor.json").write_text(cursor, encoding="latin-1")
+    reopened = Spool(tmp_path, 1 << 20, 4 * KiB)
+    assert reopened.damage and "cursor" in reopened.damage[0]
+    assert read_all(reopened) == payloads
+    reopened.close()
+
+
+def test_a_cursor_past_the_newest_segment_deletes_nothing(tmp_path: Path) -> None:
+    payloads = _three_segments(tmp_path)
+    segments = sorted(tmp_path.glob("*.seg"))
+    (tmp_path / "cursor.json").write_text('{"segment": 999999, "offset": 0}')
+    reopened = Spool(tmp_path, 1 << 20, 4 * KiB)
+    assert sorted(tmp_path.glob("*.seg")) == segments
+    assert "past the newest segment" in reopened.damage[0]
+    assert reopened.pending == len(payloads)
+    assert read_all(reopened) == payloads
+    reopened.close()
+
+
+def test_a_directory_named_like_a_segment_is_reported_not_fatal(tmp_path: Path) -> None:
+    payloads = _three_segments(tmp_path)
+    (tmp_path / "0000000000000000.seg").mkdir()
+    reopened = Spool(tmp_path, 1 << 20, 4 * KiB)
+    assert any("not a regular file" in d for d in reopened.damage)
+    assert read_all(reopened) == payloads
+    reopened.close()
+
+
+def test_entries_of_a_truncated_or_deleted_segment_are_counted_lost(tmp_path: Path) -> None:
+    payloads = _three_segments(tmp_path)
+    reopened = Spool(tmp_path, 1 << 20, 4 * KiB)
+    segments = sorted(tmp_path.glob("*.seg"))
+    first_count = segments[0].read_bytes().count(b"\n")
+    second_count = segments[1].read_bytes().count(b"\n")
+    segments[0].unlink()  # deleted under a running spool
+    data = segments[1].read_bytes()  # truncated to its first record
+    segments[1].write_bytes(data[: data.index(b"\n") + 1])
+    got = read_all(reopened)
+    assert reopened.lost == first_count + second_count - 1
+    assert len(got) + reopened.lost == len(payloads)
+    assert got == [payloads[first_count], *payloads[first_count + second_count :]]
+    assert reopened.pending == 0 or reopened.unread == 0
     reopened.close()
