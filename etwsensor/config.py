@@ -135,5 +135,11 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
 
 
 def effective_config(settings: Settings) -> dict[str, Any]:
-    """The configuration as `config show` prints it: JSON-ready, secrets masked."""
-    return settings.model_dump(mode="json")
+    """The configuration as `config show` prints it: JSON-ready, secrets masked (sink URLs too)."""
+    from etwsensor.sinks.urls import redact
+
+    doc = settings.model_dump(mode="json")
+    doc["output"]["sinks"] = [redact(url) for url in settings.output.sinks]
+    for key in ("sink_headers", "sink_header_files"):
+        doc["sink"][key] = {redact(url): value for url, value in doc["sink"][key].items()}
+    return doc

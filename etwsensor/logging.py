@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # structlog is imported when something logs: `etwsensor --version` never does
     import structlog
 
+from etwsensor.redact import log_processor
+
 
 def configure(verbose: bool = False) -> None:
     import structlog
@@ -17,6 +19,8 @@ def configure(verbose: bool = False) -> None:
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,  # tracebacks as text, so the next step can scrub them
+        log_processor,  # no secret in any log line
     ]
     renderer: structlog.typing.Processor = (
         structlog.dev.ConsoleRenderer() if sys.stderr.isatty() else structlog.processors.JSONRenderer()

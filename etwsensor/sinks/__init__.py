@@ -92,6 +92,11 @@ class SinkSet:
                 log.exception("sink flush failed", sink=sink.name)
 
     def close(self) -> None:
+        """Close every sink; network sinks use their ``close_timeout`` in parallel, not one after another."""
+        for sink in self.sinks:
+            begin = getattr(getattr(sink, "inner", sink), "begin_close", None)
+            if begin is not None:
+                begin()
         for sink in self.sinks:
             try:
                 sink.close()
@@ -102,8 +107,8 @@ class SinkSet:
         """Totals over all sinks, and each sink's own state under ``sinks``."""
         states = [sink.state() for sink in self.sinks]
         total = empty_state(self.name)
-        for key in ("delivered", "spooled", "pending", "dropped", "corrupt"):
-            total[key] = sum(int(s[key]) for s in states)
+        for key in ("delivered", "spooled", "pending", "dropped", "corrupt", "lost", "dead_letters"):
+            total[key] = sum(int(s.get(key) or 0) for s in states)
         total["down"] = any(s["down"] for s in states)
         total["last_error"] = next((s["last_error"] for s in states if s["last_error"]), None)
         total["sinks"] = states

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import threading
 import time
@@ -18,18 +19,21 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 
 from etwsensor.logging import get_logger
+from etwsensor.redact import scrub
 from etwsensor.sinks.config import SinkSettings
 from etwsensor.sinks.spool import Spool, SpoolPosition
 
 log = get_logger("etwsensor.sinks")
 
 _IDLE_TICK = 1.0  # seconds: the worker re-checks its state at least this often
+DEAD_LETTERS = "dead-letters.ndjson"  # beside the spool's segments: alerts the receiver refused
+_O_BINARY = getattr(os, "O_BINARY", 0)
 
 
 @runtime_checkable
@@ -91,6 +95,16 @@ class DeliveryError(Exception):
 
 class ConnectionLost(DeliveryError):
     """The far end closed the connection before this batch; nothing of the batch was written."""
+
+
+class Rejected(DeliveryError):
+    """The far end refused the batch as data (HTTP 400/413/422): sending the same bytes again cannot
+    help. The sink splits the batch to find the alert(s) refused and dead-letters them."""
+
+
+class Refused(DeliveryError):
+    """The far end refuses this sender (HTTP 401/403: credentials; 404 or a redirect: the URL): no alert
+    can get through until a human fixes the configuration. The sink stops; its alerts stay spooled."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +171,14 @@ class SpooledSink:
         self._spooled_mark = spool.appended
         self._dropped = 0
         self._corrupt = 0
+        self._lost = 0  # neither delivered nor spooled: memory full, or still in memory at exit
+        self._dead_letters = 0
+        self._stopped = False  # Refused: no more attempts this run
+        self._dead_letter_path = spool.directory / DEAD_LETTERS
+        # Alerts the spool refused (full disk, or its bound): the spool is a buffer, not a gate, so they
+        # go straight to the far end from memory, in order, while it is up.
+        self._memory: deque[bytes] = deque()
+        self._memory_warned = False
         self._last_error: str | None = None
         if spool.pending_at_open:
             log.info("delivering alerts spooled by an earlier run first", sink=name,
@@ -175,8 +197,10 @@ class SpooledSink:
         except (TypeError, ValueError) as exc:  # circular or otherwise unencodable: a bug upstream
             self._count_drop(f"alert is not JSON-encodable: {exc}")
             return
-        if not self._spool.append(payload):
-            return  # counted and logged by the spool
+        reason = "alerts already held in memory" if self._memory else self._spool.offer(payload)
+        if reason is not None:
+            self._hold(payload, reason)
+            return
         unread = self._spool.unread
         if unread == 1:
             self._first_unread_at = time.monotonic()
@@ -209,28 +233,60 @@ class SpooledSink:
             self._flushers -= 1
         self._spool.sync()
 
+    def begin_close(self) -> None:
+        """Start closing without waiting: several sinks then use their ``close_timeout`` in parallel."""
+        if self._closing:
+            return
+        self._deadline = time.monotonic() + self._settings.close_timeout
+        self._closing = True
+        self._wake.set()
+
     def close(self) -> None:
         """Deliver for up to ``close_timeout``, then leave the rest in the spool for the next run."""
         if self._closed:
             return
-        self._closed = True
-        self._deadline = time.monotonic() + self._settings.close_timeout
-        self._closing = True
-        self._wake.set()
+        self.begin_close()
         s = self._settings
         self._thread.join(s.close_timeout + s.connect_timeout + s.timeout + 1.0)
         if self._thread.is_alive():  # a write is stuck past its own timeout: the spool keeps the alerts
             log.warning("sink did not stop in time; undelivered alerts stay spooled", sink=self.name)
             self._spool.sync()
+        self._closed = True
 
     def state(self) -> dict[str, Any]:
         state = empty_state(self.name)
+        error = self._last_error or self._spool.last_error
         state.update(
             delivered=self._delivered, spooled=self._spooled, pending=self._spool.pending,
             dropped=self._dropped + self._spool.dropped, corrupt=self._corrupt + self._spool.corrupt,
-            down=self._down, last_error=self._last_error or self._spool.last_error,
+            down=self._down, last_error=scrub(error) if error else None,
+            lost=self._lost + self._spool.lost + (len(self._memory) if self._closed else 0),
+            held_in_memory=0 if self._closed else len(self._memory),
+            dead_letters=self._dead_letters, stopped=self._stopped,
         )  # fmt: skip
+        if self._dead_letters:
+            state["dead_letter_file"] = str(self._dead_letter_path)
+        if self._spool.damage:
+            state["spool_damage"] = list(self._spool.damage)
         return state
+
+    def _hold(self, payload: bytes, reason: str) -> None:
+        """Keep an alert the spool refused in memory for the worker, up to ``memory_max_alerts``;
+        past that it is lost, and counted."""
+        with self._counters:
+            if len(self._memory) >= self._settings.memory_max_alerts:
+                self._lost += 1
+                lost = True
+            else:
+                self._memory.append(payload)
+                lost = False
+        if not self._memory_warned:
+            self._memory_warned = True
+            log.error("spool refused alerts; holding them in memory for delivery", sink=self.name,
+                      reason=scrub(reason), max_alerts=self._settings.memory_max_alerts)  # fmt: skip
+        if lost:
+            self._last_error = f"alerts lost: spool refused them ({reason}) and memory is full"
+        self._wake.set()
 
     def _count_drop(self, reason: str) -> None:
         with self._counters:
@@ -247,6 +303,8 @@ class SpooledSink:
                 try:
                     if self._step():
                         return
+                except OSError as exc:  # the spool's disk: retried like a delivery failure
+                    self._fail(DeliveryError(f"spool: {exc.strerror or exc}"))
                 except Exception as exc:  # a bug must not silently stop delivery
                     log.exception("sink worker error", sink=self.name)
                     self._fail(DeliveryError(f"internal error: {exc!r}"))
@@ -261,10 +319,14 @@ class SpooledSink:
     def _sleep_time(self) -> float:
         now = time.monotonic()
         wait = _IDLE_TICK
+        if self._stopped:
+            return 0.0 if self._closing else _IDLE_TICK
         if self._closing:
-            if not self._spool.unread:
+            if not self._spool.unread and not self._memory:
                 return 0.0  # done: go and finish
             wait = min(wait, self._deadline - now)
+        if self._memory and not self._spool.unread:
+            wait = min(wait, self._next_try - now)
         if self._spool.unread:
             hurry = self._flushers or self._closing
             due = max(self._next_try, 0.0 if hurry else self._first_unread_at + self._settings.batch_interval)
@@ -279,9 +341,14 @@ class SpooledSink:
         self._sync_wanted = False
         self._spool.sync()  # what is about to be sent (and everything before it) is durable
         self._confirm(now)
-        if self._closing and (self._spool.unread == 0 or now >= self._deadline):
+        if self._stopped:
+            return self._closing
+        if self._closing and ((self._spool.unread == 0 and not self._memory) or now >= self._deadline):
             return True
         unread = self._spool.unread
+        if not unread and self._memory and now >= self._next_try:
+            self._deliver_from_memory()
+            return False
         if not unread or now < self._next_try:
             return False
         s = self._settings
@@ -299,9 +366,22 @@ class SpooledSink:
                 outgoing.append(Outgoing(raw, alert))
             else:
                 self._corrupt += 1
+        settled = self._dead_letters + self._lost
         if outgoing and not self._deliver(outgoing):
             return False
+        taken = len(outgoing) - (self._dead_letters + self._lost - settled)  # not dead-lettered
         self._sent_index = self._spool.read_index
+        self._recovered()
+        if self._transport.confirm_window == 0:
+            self._spool.commit(batch.end, batch.consumed)
+            self._delivered += taken
+        else:
+            self._unconfirmed.append(_Unconfirmed(now, batch.end, batch.consumed, taken))
+        if self._spool.unread or self._memory:
+            self._wake.set()
+        return False
+
+    def _recovered(self) -> None:
         if self._failures:
             if self._down:
                 log.info(
@@ -309,19 +389,33 @@ class SpooledSink:
                 )
             self._failures = 0
             self._down = False
-        if self._transport.confirm_window == 0:
-            self._spool.commit(batch.end, batch.consumed)
-            self._delivered += len(outgoing)
-        else:
-            self._unconfirmed.append(_Unconfirmed(now, batch.end, batch.consumed, len(outgoing)))
-        if self._spool.unread:
+
+    def _deliver_from_memory(self) -> None:
+        """One batch of the alerts held in memory; they leave memory once the far end has them."""
+        with self._counters:
+            raws = [self._memory[i] for i in range(min(len(self._memory), self._settings.batch_size))]
+        outgoing = [Outgoing(raw, json.loads(raw)) for raw in raws]
+        settled = self._dead_letters + self._lost
+        if not self._deliver(outgoing):
+            return
+        with self._counters:
+            for _ in raws:
+                self._memory.popleft()
+        self._delivered += len(raws) - (self._dead_letters + self._lost - settled)
+        self._recovered()
+        if self._memory:
             self._wake.set()
-        return False
 
     def _deliver(self, outgoing: list[Outgoing]) -> bool:
+        """True when the batch is done with: delivered, or its refused alerts dead-lettered."""
         try:
             self._transport.deliver(outgoing)
             return True
+        except Rejected as exc:
+            return self._isolate(outgoing, exc)
+        except Refused as exc:
+            self._stop(exc)
+            return False
         except ConnectionLost as exc:
             if self._unconfirmed:  # what went out on the old connection may be lost: send it again
                 self._fail(exc)
@@ -335,6 +429,62 @@ class SpooledSink:
         except DeliveryError as exc:
             self._fail(exc)
             return False
+
+    def _isolate(self, outgoing: list[Outgoing], exc: Rejected) -> bool:
+        """Split a refused batch in halves until each refused alert stands alone, then dead-letter it;
+        the others are delivered. A retryable failure meanwhile fails the whole batch (re-sent later:
+        what was already delivered of it comes again, as with any retry)."""
+        if len(outgoing) == 1:
+            self._dead_letter(outgoing[0], exc)
+            return True
+        mid = len(outgoing) // 2
+        for half in (outgoing[:mid], outgoing[mid:]):
+            try:
+                self._transport.deliver(half)
+            except Rejected as again:
+                if not self._isolate(half, again):
+                    return False
+            except Refused as refused:
+                self._stop(refused)
+                return False
+            except DeliveryError as failed:
+                self._fail(failed)
+                return False
+        return True
+
+    def _dead_letter(self, item: Outgoing, exc: DeliveryError) -> None:
+        """Append a refused alert, with the receiver's answer, to dead-letters.ndjson beside the spool."""
+        head = json.dumps(
+            {"time": datetime.now(UTC).isoformat(), "sink": self.name, "answer": scrub(str(exc))},
+            separators=(",", ":"),
+        ).encode()
+        line = head[:-1] + b',"alert":' + item.raw + b"}\n"
+        try:
+            fd = os.open(self._dead_letter_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | _O_BINARY, 0o600)
+            try:
+                view = memoryview(line)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
+        except OSError as err:
+            self._lost += 1
+            log.error("refused alert lost: dead-letter file not writable", sink=self.name,
+                      error=err.strerror or str(err))  # fmt: skip
+            return
+        self._dead_letters += 1
+        log.error("alert refused by the receiver; moved to the dead-letter file", sink=self.name,
+                  answer=scrub(str(exc)), file=str(self._dead_letter_path))  # fmt: skip
+
+    def _stop(self, exc: DeliveryError) -> None:
+        """The far end refuses this sender: stop trying (its alerts stay spooled for the next run)."""
+        self._spool.rewind()
+        self._sent_index = self._spool.read_index
+        self._unconfirmed.clear()
+        self._stopped = self._down = True
+        self._last_error = scrub(str(exc))
+        log.error("sink stopped: the receiver refuses this sender; fix the configuration, alerts stay "
+                  "spooled for the next run", sink=self.name, error=self._last_error)  # fmt: skip
 
     def _confirm(self, now: float) -> None:
         """Commit what stayed on a healthy connection for the confirm window."""
@@ -385,12 +535,19 @@ class SpooledSink:
     def _finish(self) -> None:
         try:
             confirmed = self._transport.finish(min(self._settings.timeout, 5.0))
-        except Exception:  # closing must release the spool whatever the transport does
-            log.exception("sink transport close failed", sink=self.name)
+        except Exception as exc:  # closing must release the spool whatever the transport does
+            log.error("sink transport close failed", sink=self.name, error=scrub(repr(exc)))
             confirmed = False
-        if confirmed:
-            self._commit_unconfirmed(lambda _u: True)
-        self._spool.sync()
+        try:
+            if confirmed:
+                self._commit_unconfirmed(lambda _u: True)
+            while self._memory and self._spool.offer(self._memory[0]) is None:  # room again?
+                self._memory.popleft()
+            self._spool.sync()
+        except Exception as exc:  # the worker must end cleanly and release the spool
+            log.error("sink close failed", sink=self.name, error=scrub(repr(exc)))
+        if self._memory:
+            log.error("alerts lost: neither delivered nor spooled", sink=self.name, count=len(self._memory))
         self._spool.close()
         if self._spool.pending:
             log.warning("undelivered alerts stay spooled for the next run", sink=self.name,

@@ -68,13 +68,26 @@ class SinkSettings(BaseModel):
     hec_token: SecretStr | None = Field(
         default=None, description="Splunk HEC token (sent as 'Splunk TOKEN')."
     )
+    hec_token_file: Path | None = Field(
+        default=None, description="File holding the HEC token (e.g. a container secret); wins over hec_token."
+    )
     hec_index: str | None = Field(
         default=None, description="Splunk index; default: the token's default index."
     )
     hec_source: str = Field(default="etwsensor", description="HEC 'source' field.")
     http_proxy: SecretStr | None = Field(default=None, description="Proxy URL for HEC/webhook requests.")
+    http_proxy_file: Path | None = Field(default=None, description="File holding the proxy URL.")
     http_headers: dict[str, SecretStr] = Field(
-        default_factory=dict, description="Extra request headers (e.g. a webhook's Authorization)."
+        default_factory=dict,
+        description="Extra request headers of every webhook sink (never HEC's; never replacing a sink's "
+        "own Authorization). Per sink: sink_headers.",
+    )
+    sink_headers: dict[str, dict[str, SecretStr]] = Field(
+        default_factory=dict,
+        description="Request headers of one HTTP sink, keyed by its URL as given on --sink / [output].",
+    )
+    sink_header_files: dict[str, dict[str, Path]] = Field(
+        default_factory=dict, description="As sink_headers, each value read from a file."
     )
 
     # Syslog.
@@ -102,6 +115,41 @@ class SinkSettings(BaseModel):
         description="Undelivered bytes kept per sink; past it new alerts are dropped.",
     )
     spool_segment_bytes: int = Field(default=4 * MiB, ge=4096, description="Size of one spool segment file.")
+    memory_max_alerts: int = Field(
+        default=10_000, ge=0, le=10_000_000,
+        description="Alerts the spool refuses (full disk, or spool_max_bytes reached) are held in memory "
+        "and sent from there while the receiver is up; past this many they are lost (counted).",
+    )  # fmt: skip
+
+
+    def secret(self, name: Literal["hec_token", "http_proxy"]) -> str | None:
+        """A secret setting's value: from ``NAME_file`` when set (trailing newline dropped), else NAME."""
+        path: Path | None = getattr(self, f"{name}_file")
+        if path is not None:
+            return _read_secret(path, f"{name}_file")
+        value: SecretStr | None = getattr(self, name)
+        return value.get_secret_value() if value is not None else None
+
+    def headers_for(self, url: str, kind: str) -> dict[str, str]:
+        """The extra headers of one HTTP sink: ``http_headers`` (webhooks only), then its own entry of
+        ``sink_headers`` / ``sink_header_files`` (by its URL as written, without ``#format=``)."""
+        headers = {k: v.get_secret_value() for k, v in self.http_headers.items()} if kind == "webhook" else {}
+        key = url.split("#", 1)[0].strip()
+        own = self.sink_headers.get(key) or self.sink_headers.get(url.strip()) or {}
+        headers.update({k: v.get_secret_value() for k, v in own.items()})
+        files = self.sink_header_files.get(key) or self.sink_header_files.get(url.strip()) or {}
+        headers.update({k: _read_secret(p, f"sink_header_files {k}") for k, p in files.items()})
+        return headers
+
+
+def _read_secret(path: Path, setting: str) -> str:
+    from etwsensor.sinks.urls import SinkConfigError
+
+    try:
+        return path.read_text(encoding="utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise SinkConfigError(f"{setting}: cannot read {path}: {reason}") from None
 
 
 def default_spool_dir() -> Path:

@@ -2,8 +2,12 @@
 
 HEC: a body of concatenated event objects
 ``{"time": epoch, "host": ..., "source": ..., "sourcetype": "etwsensor:alert", "event": alert}``
-with ``Authorization: Splunk TOKEN``. Webhook: a JSON array of alerts. A 2xx answer means
-delivered; anything else (or no answer) is retried, honouring ``Retry-After``.
+with ``Authorization: Splunk TOKEN``. Webhook: a JSON array of alerts.
+
+Answers: 2xx delivered. 408, 425, 429, 5xx and no answer at all: retried with backoff, honouring
+``Retry-After``. 400, 413, 422: the data is refused (``Rejected``: the batch is split to isolate the
+alerts refused, which go to the dead-letter file). 401, 403, 404, a redirect or any other answer: the
+sender is refused (``Refused``: the sink stops, its alerts stay spooled).
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from typing import Any
 import httpx
 
 from etwsensor import __version__
-from etwsensor.sinks.base import DeliveryError, Outgoing, Transport
+from etwsensor.redact import register, scrub
+from etwsensor.sinks.base import DeliveryError, Outgoing, Refused, Rejected, Transport
 from etwsensor.sinks.config import SinkSettings
 from etwsensor.sinks.tls import client_context
 from etwsensor.sinks.urls import SinkConfigError, SinkTarget
@@ -52,6 +57,37 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None
 
 
+RETRIED = frozenset({408, 425, 429})  # and every 5xx
+REJECTED = frozenset({400, 413, 422})
+
+
+def _checked_header(sink: str, name: str, value: str) -> str:
+    """A header value fit to send; SinkConfigError naming the header (never the value) otherwise."""
+    if any((ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F for c in value) or not value.isascii():
+        raise SinkConfigError(f"sink {sink}: header {name!r} holds a control or non-ASCII character")
+    if not name or not all(c.isalnum() or c in "-_!#$%&'*+.^`|~" for c in name):
+        raise SinkConfigError(f"sink {sink}: {name!r} is not a valid header name")
+    return value
+
+
+def _proxy(settings: SinkSettings, sink: str) -> str | None:
+    """The proxy URL (it may hold credentials: registered as a secret); SinkConfigError if unusable."""
+    value = settings.secret("http_proxy")
+    if value is None:
+        return None
+    register(value)
+    try:
+        url = httpx.URL(value)
+        register(url.password)
+        if url.scheme not in ("http", "https", "socks5", "socks5h") or not url.host:
+            raise ValueError("scheme must be http, https or socks5, with a host")
+        httpx.Proxy(url)
+    except (ValueError, TypeError, httpx.InvalidURL) as exc:
+        reason = scrub(str(exc)) if str(exc) else type(exc).__name__
+        raise SinkConfigError(f"sink {sink}: http_proxy is not a usable proxy URL ({reason})") from None
+    return value
+
+
 class HttpTransport(Transport):
     """POSTs batches to one endpoint; subclasses shape the body."""
 
@@ -61,22 +97,24 @@ class HttpTransport(Transport):
         self._endpoint = target.endpoint
         self._name = target.display
         self._gzip = self.default_gzip if settings.gzip is None else settings.gzip
-        headers = {
-            "User-Agent": f"etwsensor/{__version__}",
-            **headers,
-            **{k: v.get_secret_value() for k, v in settings.http_headers.items()},
-        }
+        own = {**headers}
+        extra = settings.headers_for(target.url, target.kind)  # this sink's; never its own auth
+        register(*extra.values())
+        merged = {"User-Agent": f"etwsensor/{__version__}"}
+        for name, value in {**extra, **own}.items():
+            merged[name] = _checked_header(self._name, name, value)
         if self._gzip:
-            headers["Content-Encoding"] = "gzip"
+            merged["Content-Encoding"] = "gzip"
         verify = client_context(settings, target.display) if target.tls else False
-        proxy = (
-            settings.http_proxy.get_secret_value() if settings.http_proxy else None
-        )  # may hold credentials
-        self._client = httpx.Client(
-            headers=headers, verify=verify, follow_redirects=False, proxy=proxy,
-            trust_env=False,  # explicit settings only: no proxy or CA from whatever the environment holds
-            timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
-        )  # fmt: skip
+        proxy = _proxy(settings, target.display)
+        try:
+            self._client = httpx.Client(
+                headers=merged, verify=verify, follow_redirects=False, proxy=proxy,
+                trust_env=False,  # explicit settings only: no proxy or CA from whatever the environment holds
+                timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
+            )  # fmt: skip
+        except (ValueError, TypeError, httpx.HTTPError) as exc:
+            raise SinkConfigError(f"sink {self._name}: {scrub(str(exc)) or type(exc).__name__}") from None
 
     def body(self, batch: list[Outgoing]) -> bytes:
         raise NotImplementedError
@@ -88,13 +126,19 @@ class HttpTransport(Transport):
         try:
             response = self._client.post(self._endpoint, content=body)
         except httpx.HTTPError as exc:  # connect, TLS, timeout, protocol: no answer
-            raise DeliveryError(f"{self._name}: {type(exc).__name__}: {exc}") from None
-        if not response.is_success:
-            # The first line helps (HEC: {"text":"Invalid token","code":4}); it never echoes the token.
-            text = response.text.strip().splitlines()[0][:200] if response.text.strip() else ""
-            raise DeliveryError(
-                f"{self._name}: HTTP {response.status_code} {text}".rstrip(), _retry_after(response)
-            )
+            raise DeliveryError(f"{self._name}: {type(exc).__name__}: {scrub(str(exc))}") from None
+        status = response.status_code
+        if response.is_success:
+            return
+        # The first line helps (HEC: {"text":"Invalid token","code":4}); secrets are masked anyway.
+        first = response.text.strip().splitlines()[0][:200] if response.text.strip() else ""
+        reason = scrub(f"{self._name}: HTTP {status} {first}".rstrip())
+        if status in RETRIED or status >= 500:
+            raise DeliveryError(reason, _retry_after(response))
+        if status in REJECTED:
+            raise Rejected(reason)
+        hint = {401: "check the token", 403: "check the token's permissions", 404: "check the URL"}
+        raise Refused(f"{reason} ({hint.get(status, 'check the sink settings')})")
 
     def finish(self, timeout: float) -> bool:
         self._client.close()
@@ -105,9 +149,12 @@ class HecTransport(HttpTransport):
     default_gzip = True  # HEC accepts Content-Encoding: gzip
 
     def __init__(self, target: SinkTarget, settings: SinkSettings) -> None:
-        if settings.hec_token is None or not settings.hec_token.get_secret_value():
-            raise SinkConfigError(f"sink {target.display}: HEC needs a token (sink setting hec_token)")
-        token = settings.hec_token.get_secret_value()
+        token = settings.secret("hec_token")
+        if not token:
+            raise SinkConfigError(
+                f"sink {target.display}: HEC needs a token (sink setting hec_token or hec_token_file)"
+            )
+        register(token)
         self._fields: dict[str, Any] = {"source": settings.hec_source, "sourcetype": HEC_SOURCETYPE}
         if settings.hec_index:
             self._fields["index"] = settings.hec_index

@@ -56,15 +56,42 @@ class SinkTarget:
 
 
 def redact(url: str) -> str:
-    """Drop user:password@ and ?query from a URL: both commonly carry tokens."""
+    """Drop user:password@ and ?query from a URL: both commonly carry tokens; of a webhook's path only
+    the first segment is kept (Slack, Teams and Discord put the key in the rest of it)."""
     scheme, sep, rest = url.partition("://")
     if not sep:
         return url
-    parts = urlsplit(f"x://{rest}")
+    try:
+        parts = urlsplit(f"x://{rest}")
+    except ValueError:
+        return f"{scheme}://***"
     host = parts.netloc.rpartition("@")[2]
     auth = "***@" if "@" in parts.netloc else ""
     query = "?***" if parts.query else ""
-    return f"{scheme}://{auth}{host}{parts.path}{query}"
+    path = parts.path
+    if scheme.lower().startswith("webhook"):
+        first, _, tail = path.lstrip("/").partition("/")
+        path = f"/{first}/***" if tail else path
+    return f"{scheme}://{auth}{host}{path}{query}"
+
+
+def register_url_secrets(url: str) -> None:
+    """Every part of a sink URL that may be a secret (password, query, webhook path key) is masked
+    from all output from now on."""
+    from etwsensor.redact import register
+
+    _scheme, sep, rest = url.partition("://")
+    if not sep:
+        return
+    try:
+        parts = urlsplit(f"x://{rest}")
+        password = parts.password
+    except ValueError:
+        return
+    register(password, parts.query)
+    if _scheme.lower().startswith("webhook"):
+        _first, _, tail = parts.path.lstrip("/").partition("/")
+        register(tail)
 
 
 def parse_sink_url(url: str) -> SinkTarget:
@@ -72,6 +99,7 @@ def parse_sink_url(url: str) -> SinkTarget:
     text = url.strip()
     if not text:
         raise SinkConfigError(f"empty sink URL (expected one of: {SINK_URL_FORMS})")
+    register_url_secrets(text)
     if text.lower() == "stdout":
         return SinkTarget("stdout", text)
     scheme, colon, rest = text.partition(":")

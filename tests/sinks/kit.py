@@ -272,3 +272,63 @@ def http_server() -> Iterator[HttpRecorder]:
     yield recorder
     server.shutdown()
     server.server_close()
+
+
+# --- HTTPS receiver with scripted answers ---------------------------------------------------------------
+
+Answer = tuple[int, dict[str, str], bytes]
+
+
+@dataclass
+class Receiver:
+    """A real HTTPS server on 127.0.0.1 (the test CA's certificate); ``answer`` decides each reply."""
+
+    url: str
+    answer: Callable[[Request], Answer]
+    requests: list[Request] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def alerts(self, request: Request) -> list[dict[str, Any]]:
+        """The alerts of one webhook request (a JSON array)."""
+        return list(json.loads(request.text))
+
+
+def accept_all(_request: Request) -> Answer:
+    return 200, {}, b'{"ok":true}'
+
+
+@pytest.fixture
+def https_receiver(tls_files: TlsFiles) -> Iterator[Receiver]:
+    import ssl
+
+    receiver = Receiver("", accept_all)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            request = Request(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+            with receiver.lock:
+                receiver.requests.append(request)
+                receiver.times.append(time.monotonic())
+            status, headers, reply = receiver.answer(request)
+            self.send_response(status)
+            for name, value in {"Content-Type": "application/json", **headers}.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tls_files.cert, tls_files.key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    receiver.url = f"127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield receiver
+    server.shutdown()
+    server.server_close()
