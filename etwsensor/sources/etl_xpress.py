@@ -86,6 +86,9 @@ def decompress_python(src: bytes, expected_size: int) -> bytes:
                     length += 15
                 length += 7
             length += 3
+            # A match may claim up to 4 GiB (a decompression bomb): the output of a buffer never
+            # exceeds the size its header declares.
+            length = min(length, expected_size - len(out))
             start = len(out) - distance
             if start < 0:
                 raise XpressError("match distance before the start of the output")

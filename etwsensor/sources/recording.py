@@ -9,7 +9,9 @@ are counted and skipped with their line number. See docs/recording-format.md.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -25,6 +27,7 @@ from etwsensor.errors import validation_reason
 from etwsensor.events import DecodeStatus, RawEvent
 from etwsensor.sources.damage import SourceDamage
 from etwsensor.sources.header import RecordingHeader
+from etwsensor.sources.text import clean_strings
 
 _OK = DecodeStatus.OK
 # Per (guid, id, opcode, version) of a recording: event name, field restorers, counters.
@@ -98,22 +101,34 @@ def event_to_json(ev: RawEvent) -> dict[str, Any]:
 _encode = msgspec.json.Encoder().encode
 
 
+FRAME_BYTES = 1 << 18  # a compressed recording ends a zstd frame after about this much: damage loses one
+
+
 class RecordingWriter:
-    """Writes a recording; zstd-compressed when the file name ends in .zst."""
+    """Writes a recording; zstd-compressed when the file name ends in .zst, in frames of about
+    ``FRAME_BYTES`` that end at a line end, so a reader resynchronises after a corrupt frame."""
 
     def __init__(self, path: Path, header: RecordingHeader) -> None:
         self.path = path
         self._raw: IO[bytes] = path.open("wb")
-        self._out: IO[bytes] = (
-            zstandard.ZstdCompressor(level=9).stream_writer(self._raw, closefd=False)
+        self._zstd = (
+            zstandard.ZstdCompressor(level=9, write_checksum=True).stream_writer(self._raw, closefd=False)
             if is_zstd(path)
-            else self._raw
+            else None
         )
+        self._out: IO[bytes] = self._zstd if self._zstd is not None else self._raw  # type: ignore[assignment]
+        self._in_frame = 0
         self._write(header.model_dump(mode="json"))
         self.events = 0
 
     def _write(self, obj: dict[str, Any]) -> None:
-        self._out.write(_encode(obj) + b"\n")
+        line = _encode(obj) + b"\n"
+        self._out.write(line)
+        if self._zstd is not None:
+            self._in_frame += len(line)
+            if self._in_frame >= FRAME_BYTES:
+                self._zstd.flush(zstandard.FLUSH_FRAME)
+                self._in_frame = 0
 
     def write(self, ev: RawEvent) -> None:
         self._write(event_to_json(ev))
@@ -134,11 +149,19 @@ class RecordingWriter:
 
 
 def write_recording(path: Path, header: RecordingHeader, events: Iterable[RawEvent]) -> int:
-    """Write a whole recording; returns the number of events written."""
-    with RecordingWriter(path, header) as w:
-        for ev in events:
-            w.write(ev)
-        return w.events
+    """Write a whole recording; returns the number of events written. It is written under a temporary
+    name and renamed when complete: an interrupted write never leaves a file that reads as whole."""
+    partial = path.with_name(f".partial-{path.name}")  # same suffix: the same compression
+    try:
+        with RecordingWriter(partial, header) as w:
+            for ev in events:
+                w.write(ev)
+            count = w.events
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return count
 
 
 class _FieldTypes:
@@ -199,19 +222,82 @@ def _whole_lines(blocks: Iterator[bytes], size: int = _BLOCK) -> Iterator[bytes]
         yield rest
 
 
-def _zstd_blocks(fh: IO[bytes]) -> Iterator[bytes]:
-    """Decompressed data of a zstd stream; a stream that stops inside a frame raises TruncatedStream."""
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # the first four bytes of every zstd frame
+_SALVAGE = 1 << 10  # compressed bytes per step when decoding a corrupt frame up to its damage
+Gap = Callable[[int, int | None, str], None]  # compressed start, resume offset (None: end), reason
+
+
+def _zstd_blocks(fh: IO[bytes], on_gap: Gap | None = None) -> Iterator[bytes]:
+    """Decompressed data of a zstd stream, frame after frame (appended recordings, and writers that end
+    a frame every megabyte). A corrupt frame is decoded up to its damage, then reading resumes at the
+    next frame magic; ``on_gap`` hears of each gap (and a newline ends the line the gap cut). Without
+    ``on_gap`` a corrupt frame raises. A stream that stops inside a frame raises TruncatedStream."""
     dctx = zstandard.ZstdDecompressor()
     dobj = dctx.decompressobj()
+    offset = frame_start = emitted = 0  # bytes read; where this frame starts; its output so far
     while block := fh.read(_READ):
-        data = dobj.decompress(block)
-        while dobj.eof and dobj.unused_data:  # concatenated frames (appended recordings)
-            unused = dobj.unused_data
+        offset += len(block)
+        try:
+            data = dobj.decompress(block)
+            emitted += len(data)
+            yield data
+            while dobj.eof and dobj.unused_data:  # the next frame starts inside this block
+                unused = dobj.unused_data
+                frame_start, emitted = offset - len(unused), 0
+                dobj = dctx.decompressobj()
+                data = dobj.decompress(unused)
+                emitted += len(data)
+                yield data
+        except zstandard.ZstdError as exc:
+            if on_gap is None:
+                raise
+            salvaged, damaged_at = _salvage(fh, dctx, frame_start, emitted)
+            if salvaged:
+                yield salvaged
+            resume = _next_magic(fh, max(damaged_at, frame_start + 1))
+            on_gap(damaged_at, resume, f"corrupt zstd frame ({exc})")
+            yield b"\n"
+            if resume is None:
+                return
+            fh.seek(resume)
+            offset = frame_start = resume
+            emitted = 0
             dobj = dctx.decompressobj()
-            data += dobj.decompress(unused)
-        yield data
     if not dobj.eof:  # the last, partial line is part of the damage
         raise TruncatedStream("the compressed stream ends inside a frame (file cut short?)")
+
+
+def _salvage(fh: IO[bytes], dctx: zstandard.ZstdDecompressor, start: int, skip: int) -> tuple[bytes, int]:
+    """Decode the frame at ``start`` again in small steps up to its damage: the output not yet given
+    (after ``skip`` bytes), and the compressed offset where the damage was met."""
+    fh.seek(start)
+    dobj = dctx.decompressobj()
+    out = bytearray()
+    at = start
+    while piece := fh.read(_SALVAGE):
+        try:
+            out += dobj.decompress(piece)
+        except zstandard.ZstdError:
+            break
+        at += len(piece)
+        if dobj.eof or len(out) > skip + (64 << 20):  # never hold more than a frame's worth
+            break
+    return bytes(out[skip:]), at
+
+
+def _next_magic(fh: IO[bytes], start: int) -> int | None:
+    """The offset of the next zstd frame magic at or after ``start``, or None."""
+    fh.seek(start)
+    tail = b""
+    base = start
+    while chunk := fh.read(_READ):
+        buf = tail + chunk
+        found = buf.find(ZSTD_MAGIC)
+        if found >= 0:
+            return base - len(tail) + found
+        tail = buf[-(len(ZSTD_MAGIC) - 1) :]
+        base += len(chunk)
+    return None
 
 
 def _plain_blocks(fh: IO[bytes]) -> Iterator[bytes]:
@@ -225,6 +311,24 @@ def _plain_blocks(fh: IO[bytes]) -> Iterator[bytes]:
 # it: msgspec would read them as base64.
 _decode_lines = msgspec.json.Decoder(RawEvent).decode_lines
 _decode_any = msgspec.json.Decoder().decode
+
+
+def _decode_json(line: bytes) -> Any:
+    """One line of JSON. msgspec refuses lone surrogate escapes (``"\ud800"``); the standard library
+    takes them, and they then become U+FFFD like everywhere else (``etwsensor.sources.text``)."""
+    try:
+        return _decode_any(line)
+    except msgspec.DecodeError:
+        if b"\\ud" not in line.lower():
+            raise
+    return clean_strings(json.loads(line))
+
+
+def _check_types(guid: Any, ident: Any, opcode: Any, version: Any, provider: Any) -> None:
+    if not isinstance(guid, str) or not isinstance(provider, str) or type(version) is not int:
+        raise TypeError("guid and provider must be strings, version an integer")
+    if not (ident is None or type(ident) is int) or not (opcode is None or type(opcode) is int):
+        raise TypeError("id and opcode must be integers or null")
 
 
 class RecordingReader:
@@ -248,7 +352,8 @@ class RecordingReader:
         self._types = _FieldTypes(provs)
         self._kinds: dict[tuple[str, int | None, int | None, int], _Kind] = {}
         self._fh: IO[bytes] = path.open("rb")
-        raw = _zstd_blocks(self._fh) if is_zstd(path) else _plain_blocks(self._fh)
+        self._lineno = 1  # the number of the last line read
+        raw = _zstd_blocks(self._fh, self._gap) if is_zstd(path) else _plain_blocks(self._fh)
         self._blocks = _whole_lines(raw)
         self._first = b""  # what follows the header line in the first block
         try:
@@ -267,6 +372,13 @@ class RecordingReader:
 
     def _close(self) -> None:
         self._fh.close()
+
+    def _gap(self, start: int, resume: int | None, reason: str) -> None:
+        where = f"compressed bytes {start}..{resume}" if resume is not None else f"compressed byte {start} on"
+        then = "reading resumed at the next frame" if resume is not None else "no later frame"
+        self.damage.append(SourceDamage(
+            str(self.path), f"after line {self._lineno}", f"{reason}: {where} lost; {then}"
+        ))  # fmt: skip
 
     def events(self) -> Iterator[RawEvent]:
         lineno = 1  # the number of the last line read
@@ -292,6 +404,7 @@ class RecordingReader:
                         counts.note(ev.status)
                     yield ev
                 lineno += block.count(b"\n") + (block[-1:] != b"\n")
+                self._lineno = lineno
         except (zstandard.ZstdError, OSError, EOFError) as exc:
             self.damage.append(SourceDamage(str(self.path), f"line {lineno + 1}", f"stream broken: {exc}"))
         finally:
@@ -305,7 +418,7 @@ class RecordingReader:
             return None
         try:
             return _decode_lines(block)
-        except (msgspec.DecodeError, ValueError):  # ValueError: bytes that are not UTF-8
+        except (msgspec.DecodeError, ValueError, RecursionError):  # ValueError: bytes not UTF-8
             return None
 
     def _lenient_block(self, block: bytes, lineno: int) -> Iterator[RawEvent]:
@@ -319,13 +432,18 @@ class RecordingReader:
     def _lenient(self, line: bytes, lineno: int) -> RawEvent | None:
         """One line the block decoder refused → RawEvent, or a damage entry naming the line."""
         try:
-            d = _decode_any(line)
+            d = _decode_json(line)
+            if not isinstance(d, dict):
+                raise TypeError("not a JSON object")
             guid, ident, opcode, version = d["guid"], d["id"], d["opcode"], d["version"]
+            _check_types(guid, ident, opcode, version, d["provider"])  # every line: kinds are cached
+            fields = d["fields"]
+            if not isinstance(fields, dict):
+                raise TypeError("fields must be an object")
             kind = self._kinds.get((guid, ident, opcode, version))
             if kind is None:
                 kind = self._kind(guid, ident, opcode, version, d["provider"])
             name, restore, counts = kind
-            fields = d["fields"]
             if restore is not None:
                 self._types.restore_fields(restore, fields)
             status = _OK if "status" not in d else DecodeStatus(d["status"])
@@ -348,6 +466,10 @@ class RecordingReader:
         except (ValueError, KeyError, TypeError, AttributeError, msgspec.DecodeError) as exc:
             self.damage.append(SourceDamage(str(self.path), f"line {lineno}", f"not a valid event: {exc}"))
             return None
+        except RecursionError:
+            reason = "not a valid event: nested too deeply"
+            self.damage.append(SourceDamage(str(self.path), f"line {lineno}", reason))
+            return None
         counts.count += 1
         if status is not _OK:
             counts.note(status)
@@ -355,10 +477,7 @@ class RecordingReader:
 
     def _kind(self, guid: Any, ident: Any, opcode: Any, version: Any, provider: Any) -> _Kind:
         """Name, field restorers and counters of a (provider, event, version) seen for the first time."""
-        if not isinstance(guid, str) or not isinstance(provider, str) or type(version) is not int:
-            raise TypeError("guid and provider must be strings, version an integer")
-        if not (ident is None or type(ident) is int) or not (opcode is None or type(opcode) is int):
-            raise TypeError("id and opcode must be integers or null")
+        _check_types(guid, ident, opcode, version, provider)
         key = ident if ident is not None else opcode
         name = self._names.get((guid, key), "")
         counts = self.stats.entry(guid, ident, opcode, version, provider, name, known=bool(name))

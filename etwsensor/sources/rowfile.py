@@ -4,7 +4,9 @@ Used to test rules without ETW: ``{"$table": "DeviceProcessEvents", "FileName": 
 Values are coerced to the column types of ``etwsensor.tables`` (datetimes from ISO-8601, numbers
 from numbers or numeric strings); missing columns take the table default ("" for strings, null
 otherwise); ActionType is not validated. A line that is not a JSON object, names no known table or
-column, or holds a value that cannot be coerced is counted and skipped with its line number.
+column, holds a value that cannot be coerced, is not UTF-8 or is nested too deeply is counted and
+skipped with its line number; a corrupt ``.zst`` stream ends the reading with its line number. A lone
+UTF-16 surrogate (``"\ud800"``) becomes U+FFFD, the one policy of every input (``etwsensor.sources.text``).
 ``.ndjson.zst`` files are read through zstandard.
 
 Defender Advanced Hunting exports are row files too: CSV or JSON (JSON Lines, an array, or the API's
@@ -31,9 +33,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from etwsensor.rules import scalars
+from etwsensor.sources.text import clean_strings
 from etwsensor.tables import TABLE_NAMES, schema
 
 TABLE_KEY = "$table"
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")  # bytes surrogateescape kept: the line was not UTF-8
 # Columns Log Analytics / Sentinel add to its copies of the Defender tables
 _LOG_ANALYTICS = frozenset({
     "TenantId", "Type", "SourceSystem", "TimeGenerated", "MachineGroup", "_BilledSize", "_IsBillable",
@@ -188,6 +192,7 @@ class RowFile:
     bad_lines: list[tuple[int, str]] = field(default_factory=list)
     dropped_columns: Counter[str] = field(default_factory=Counter)  # export columns no table has
     kind: str = "rows"  # "rows" ($table NDJSON), "defender-csv" or "defender-json"
+    _line: int = 0  # the last line read, for damage that ends the reading
 
     @property
     def bad(self) -> int:
@@ -263,24 +268,33 @@ class RowFile:
         try:
             json.loads(head.split("\n", 1)[0])
             return False
-        except ValueError:
+        except (ValueError, RecursionError):
             pass
         try:
             with self._open() as fh:
                 json.load(fh)
             return True
-        except ValueError:
+        except (ValueError, RecursionError):
             return False
 
     def _open(self) -> IO[str]:
+        # Bytes that are not UTF-8 arrive as lone surrogates (surrogateescape): the line holding them
+        # is reported, nothing raises while the file is being sniffed.
         if self.path.name.lower().endswith(".zst"):
             import zstandard
 
             raw = self.path.open("rb")
-            return io.TextIOWrapper(zstandard.ZstdDecompressor().stream_reader(raw), encoding="utf-8")
-        return self.path.open("r", encoding="utf-8")
+            stream = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+            return io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape")
+        return self.path.open("r", encoding="utf-8", errors="surrogateescape")
 
     def __iter__(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        try:
+            yield from self._rows()
+        except (OSError, ValueError, EOFError, RecursionError) as exc:  # zstandard.ZstdError: a ValueError
+            self.bad_lines.append((self._line + 1, f"stream broken, the rest is unreadable: {exc}"))
+
+    def _rows(self) -> Iterator[tuple[str, dict[str, Any]]]:
         if self._is_csv():
             self.kind = "defender-csv"
             yield from self._export_rows(self._csv_items(), from_csv=True)
@@ -294,12 +308,21 @@ class RowFile:
         file_table = self._file_table()
         with self._open() as fh:
             for number, line in enumerate(fh, start=1):
+                self._line = number
                 if not line.strip():
                     continue
+                bad_byte = _NOT_UTF8.search(line)
+                if bad_byte is not None:
+                    where = bad_byte.start() + 1
+                    self.bad_lines.append((number, f"not UTF-8 (character {where} of the line)"))
+                    continue
                 try:
-                    obj = json.loads(line)
+                    obj = clean_strings(json.loads(line))
                 except json.JSONDecodeError as exc:
                     self.bad_lines.append((number, f"not JSON: {exc.msg} at column {exc.colno}"))
+                    continue
+                except RecursionError:
+                    self.bad_lines.append((number, "nested too deeply"))
                     continue
                 if not isinstance(obj, dict):
                     self.bad_lines.append((number, "not a JSON object"))
