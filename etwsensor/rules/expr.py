@@ -17,6 +17,7 @@ from etwsensor.rules import scalars as S
 from etwsensor.rules.errors import CompileError
 from etwsensor.rules.functions import FUNCTIONS
 from etwsensor.rules.irnorm import flatten_logical
+from etwsensor.rules.multimatch import any_substring, any_term
 from etwsensor.rules.plan import Fn, Row, lowered_column
 from etwsensor.rules.scope import (
     STRING_OPS,
@@ -31,6 +32,7 @@ from etwsensor.rules.scope import (
 )
 
 # Case-insensitive string operators: on the raw row they test the cached lower-cased column.
+_HAS_ANY_LOOP = 32  # has_any needles tested one by one; more go through one automaton pass
 _LOWERED_OPS = frozenset(
     {
         "contains",
@@ -365,6 +367,10 @@ class ExprCompiler:
 
             return has_all, "bool"
 
+        if len(needles) > _HAS_ANY_LOOP:  # an IOC list: one automaton pass, boundaries checked per hit
+            term_hit = any_term(needles, S.is_term_char)
+            return lambda r: term_hit(text(r).lower()), "bool"
+
         def has_any(r: Row) -> bool:
             low = text(r).lower()
             return any(has(low, n) for n in needles)
@@ -493,8 +499,8 @@ def _group_test(col: str, op: str, needles: list[str], scope: Scope) -> Fn:
             return lambda r: r.get(col, "") in members
         return lambda r: r.get(col, "").lower() in members
     if len(ns) > 16:
-        # Many substrings: one RE2 automaton pass instead of a Python loop.
-        test = S.regex_tester("|".join(re2.escape(n) for n in ns))
+        # Many substrings: one automaton pass (RE2, or Aho-Corasick for IOC lists) instead of a loop.
+        test = any_substring(ns, S.regex_tester)
         if cs:
             return lambda r: test(r.get(col, ""))
         return lambda r: test(r.get(col, "").lower())
@@ -515,7 +521,7 @@ def _lowered_group_test(low: Fn, kind: str, ns: tuple[str, ...]) -> Fn:
         members = frozenset(ns)
         return lambda r: low(r) in members
     if len(ns) > 16:
-        test = S.regex_tester("|".join(re2.escape(n) for n in ns))
+        test = any_substring(ns, S.regex_tester)
         return lambda r: test(low(r))
 
     def contains_any(r: Row) -> bool:

@@ -31,6 +31,7 @@ from duckdb_kql import ir
 from etwsensor.rules.errors import CompileError, RuleFailure
 from etwsensor.rules.frontend import DUCKDB_KQL_VERSION, FrontEndError, locate, parse
 from etwsensor.rules.irnorm import rebalance
+from etwsensor.rules.multimatch import needle_search
 from etwsensor.rules.plan import Branch, Clock, Plan
 from etwsensor.rules.query import QueryCompiler
 from etwsensor.rules.scalars import as_text, regex_tester
@@ -147,9 +148,12 @@ def lower_cached(kql: str, use_cache: bool = True) -> ir.Query:
         if isinstance(cached, tuple) and len(cached) == 3:
             raise FrontEndError(*cached)
     try:
+        check_nesting(kql)  # before the parser, which spends minutes and gigabytes on 50k parentheses
         query: ir.Query | tuple[int, int, str] = rebalance(parse(kql))
     except FrontEndError as exc:
         query = (exc.line, exc.col, exc.message)
+    except RecursionError:  # e.g. 1+1+…+1 with a thousand terms: a chain too long to rebalance
+        query = (1, 1, "expression nested too deeply (split it, or use in/has_any with a list)")
     if path is not None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -314,6 +318,38 @@ def _file_position(rt: _RuleText, line: int, col: int) -> tuple[int, int]:
     return rt.line_offset + line, col
 
 
+MAX_NESTING = 200  # brackets deep: far beyond any real rule, refused before parsing
+
+
+def check_nesting(kql: str) -> None:
+    """FrontEndError at the first bracket deeper than ``MAX_NESTING`` (string literals skipped): the
+    parser and the compiler recurse per level, so a hostile rule is refused in microseconds."""
+    depth = 0
+    quote = ""
+    line, col = 1, 0
+    chars = iter(kql)
+    for ch in chars:
+        col += 1
+        if ch == "\n":
+            line, col = line + 1, 0
+            continue
+        if quote:
+            if ch == "\\":
+                next(chars, None)
+                col += 1
+            elif ch == quote:
+                quote = ""
+            continue
+        if ch in "\"'":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+            if depth > MAX_NESTING:
+                raise FrontEndError(line, col, f"nested more than {MAX_NESTING} brackets deep")
+        elif ch in ")]}":
+            depth -= 1
+
+
 def compile_rule(kql: str, clock: Clock, use_cache: bool = True) -> Plan:
     """IR (cached) → plan; raises :class:`FrontEndError` with a position in ``kql``."""
     query = lower_cached(kql, use_cache)
@@ -355,6 +391,12 @@ def _build_rule(
     except FrontEndError as exc:
         line, col = _file_position(rt, exc.line, exc.col)
         return None, RuleFailure(shown, line, col, exc.message)
+    except RecursionError:
+        return None, RuleFailure(shown, *_file_position(rt, 1, 1), "expression nested too deeply")
+    except Exception as exc:  # one rule's failure, whatever it is, never stops the others
+        reason = str(exc).splitlines()[0][:200] if str(exc) else ""
+        message = f"cannot compile: {type(exc).__name__}: {reason}".rstrip(": ")
+        return None, RuleFailure(shown, *_file_position(rt, 1, 1), message)
     m = rt.meta
     rule = Rule(
         id=str(m.get("id") or path.stem),
@@ -419,18 +461,9 @@ _SMALL_NEEDLE_SET = 16
 
 
 def _set_search(needles: list[str]) -> Any:
-    """One RE2 set over literal needles: returns a function text -> matching needle indexes."""
-    opts = re2.Options()
-    opts.max_mem = 256 << 20
-    matcher = re2.Set.SearchSet(opts)
-    for n in needles:
-        matcher.Add(re2.escape(n))
-    matcher.Compile()
-    raw = getattr(matcher, "_set", None)  # the C++ set: skips the wrapper's per-call type checks
-    if raw is not None and hasattr(raw, "Match"):
-        match = raw.Match
-        return lambda text: match(text.encode("utf-8", "surrogatepass"))
-    return lambda text: matcher.Match(text) or ()
+    """Literal needles: returns a function text -> indexes of the needles found (an RE2 set, or an
+    Aho-Corasick automaton for lists RE2 cannot hold)."""
+    return needle_search(needles)
 
 
 GroupCheck = Callable[[dict[str, Any], dict[str, str]], bool]

@@ -155,6 +155,9 @@ def _is_term_char(ch: str) -> bool:
     return ch.isalnum()
 
 
+is_term_char = _is_term_char  # for the automaton path of has_any (rules.multimatch)
+
+
 def has_term(haystack: str, needle_lower: str) -> bool:
     """``haystack has needle``, case-insensitive; ``needle_lower`` is already lower-cased.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 import itertools
 import json
 import random
@@ -152,7 +153,8 @@ def test_compressed_when_the_name_ends_in_zst(tmp_path: Path) -> None:
     write_recording(tmp_path / "r.jsonl.zst", HEADER, events())
     raw = (tmp_path / "r.jsonl.zst").read_bytes()
     assert raw[:4] == b"\x28\xb5\x2f\xfd"
-    lines = zstandard.ZstdDecompressor().decompressobj().decompress(raw).splitlines()
+    reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw), read_across_frames=True)
+    lines = reader.read().splitlines()
     head = json.loads(lines[0])
     assert head["format"] == "etwsensor-recording" and head["version"] == 1
     assert head["device_map"] == {"\\Device\\HarddiskVolume3": "C:"}
