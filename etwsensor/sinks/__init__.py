@@ -21,6 +21,7 @@ from etwsensor.sinks.config import SinkSettings, default_spool_dir
 from etwsensor.sinks.formatted import split_format, with_format
 from etwsensor.sinks.http import HecTransport, WebhookTransport
 from etwsensor.sinks.local import FileSink, StdoutSink
+from etwsensor.sinks.relp import RelpTransport
 from etwsensor.sinks.spool import Spool, SpoolError
 from etwsensor.sinks.syslog import SyslogTransport
 from etwsensor.sinks.tls import client_context
@@ -37,6 +38,8 @@ log = get_logger("etwsensor.sinks")
 def _transport(target: SinkTarget, settings: SinkSettings) -> Transport:
     if target.kind == "syslog":
         tls = client_context(settings, target.display) if target.tls else None
+        if target.relp:
+            return RelpTransport(target.host, target.port, tls, settings)
         return SyslogTransport(target.host, target.port, tls, settings)
     if target.kind == "hec":
         return HecTransport(target, settings)

@@ -4,6 +4,7 @@
 * ``file:PATH`` (``file:///abs/path`` also accepted)
 * ``syslog+tcp://HOST[:PORT]``: RFC 5424 over TCP, octet counting; default port 514
 * ``syslog+tls://HOST[:PORT]``: the same over TLS (RFC 5425); default port 6514
+* ``syslog+relp://HOST[:PORT]``: RFC 5424 over RELP, every message acknowledged; default port 2514
 * ``hec+https://HOST[:PORT][/services/collector]``: Splunk HTTP Event Collector (``hec+http://`` for tests)
 * ``webhook+https://HOST[:PORT]/PATH[?QUERY]``: a JSON array per batch (``webhook+http://`` for tests)
 """
@@ -20,10 +21,10 @@ from urllib.parse import SplitResult, urlsplit, urlunsplit
 SinkKind = Literal["stdout", "file", "syslog", "hec", "webhook"]
 
 SINK_URL_FORMS = (
-    "stdout, file:PATH, syslog+tcp://HOST:PORT, syslog+tls://HOST:PORT, "
+    "stdout, file:PATH, syslog+tcp://HOST:PORT, syslog+tls://HOST:PORT, syslog+relp://HOST:PORT, "
     "hec+https://HOST:PORT/services/collector, webhook+https://URL"
 )
-_SYSLOG_DEFAULT_PORT = {"tcp": 514, "tls": 6514}
+_SYSLOG_DEFAULT_PORT = {"tcp": 514, "tls": 6514, "relp": 2514}
 _HEC_DEFAULT_PATH = "/services/collector"
 
 
@@ -42,6 +43,7 @@ class SinkTarget:
     port: int = 0  # syslog
     tls: bool = False  # syslog+tls, https
     endpoint: str = ""  # hec/webhook: the http(s) URL requests go to
+    relp: bool = False  # syslog+relp: acknowledged delivery
 
     @property
     def display(self) -> str:
@@ -121,12 +123,12 @@ def parse_sink_url(url: str) -> SinkTarget:
         raise SinkConfigError(f"sink {redact(text)!r}: no host")
     if kind == "syslog":
         if transport not in _SYSLOG_DEFAULT_PORT:
-            raise SinkConfigError(f"sink {redact(text)!r}: syslog transport must be tcp or tls")
+            raise SinkConfigError(f"sink {redact(text)!r}: syslog transport must be tcp, tls or relp")
         if parts.path not in ("", "/") or parts.query or parts.username:
             raise SinkConfigError(f"sink {redact(text)!r}: a syslog URL is only HOST:PORT")
         return SinkTarget(
             "syslog", text, host=parts.hostname, port=port or _SYSLOG_DEFAULT_PORT[transport],
-            tls=transport == "tls",
+            tls=transport == "tls", relp=transport == "relp",
         )  # fmt: skip
     if kind in ("hec", "webhook"):
         if transport not in ("https", "http"):

@@ -131,6 +131,7 @@ class Rsyslog:
     port: int
     tls: TlsFiles | None = None
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    relp: bool = False  # imrelp (rsyslog-relp) instead of imtcp
 
     @property
     def out(self) -> Path:
@@ -147,6 +148,14 @@ class Rsyslog:
                 f' DefaultNetstreamDriverKeyFile="{self.tls.key}"'
             )
             tls_module = ' StreamDriver.Name="gtls" StreamDriver.Mode="1" StreamDriver.AuthMode="anon"'
+        if self.relp:
+            return (
+                f'global(workDirectory="{work}" maxMessageSize="64k")\n'
+                'module(load="imrelp")\n'
+                f'template(name="fields" type="string" string="{_TEMPLATE}")\n'
+                f'ruleset(name="alerts") {{ action(type="omfile" file="{self.out}" template="fields") }}\n'
+                f'input(type="imrelp" port="{self.port}" address="127.0.0.1" ruleset="alerts")\n'
+            )
         return (
             f'global(workDirectory="{work}" maxMessageSize="64k"{tls_global})\n'
             f'module(load="imtcp"{tls_module})\n'
@@ -200,10 +209,10 @@ def rsyslog(tmp_path: Path) -> Iterator[Callable[..., Rsyslog]]:
         pytest.skip("rsyslogd not installed (apt-get install -y rsyslog rsyslog-gnutls)")
     started: list[Rsyslog] = []
 
-    def make(tls: TlsFiles | None = None) -> Rsyslog:
+    def make(tls: TlsFiles | None = None, relp: bool = False) -> Rsyslog:
         root = tmp_path / f"rsyslog{len(started)}"
         root.mkdir()
-        server = Rsyslog(root, free_port(), tls)
+        server = Rsyslog(root, free_port(), tls, relp=relp)
         started.append(server)
         server.start()
         return server
