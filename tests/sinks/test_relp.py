@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 from collections import Counter
@@ -50,7 +49,7 @@ def test_every_alert_is_acknowledged_and_arrives_once(
 
 
 @needs_imrelp
-def test_a_killed_receiver_costs_at_most_one_batch_of_duplicates(
+def test_a_stopped_receiver_costs_at_most_one_batch_of_duplicates(
     rsyslog: Callable[..., Rsyslog], tmp_path: Path
 ) -> None:
     server = rsyslog(relp=True)
@@ -58,10 +57,9 @@ def test_a_killed_receiver_costs_at_most_one_batch_of_duplicates(
     for n in range(60):
         sink.send(make_alert(n))
     wait_until(lambda: len(server.records()) >= 10, what="the first alerts")
-    assert server.proc is not None
-    server.proc.send_signal(signal.SIGKILL)  # no goodbye: what it had not acknowledged is sent again
-    server.proc.wait(15)
-    server.proc = None
+    # Stopped mid-stream (SIGTERM: rsyslog writes out what it acknowledged; after a SIGKILL, what it had
+    # acknowledged but not yet written is rsyslog's own loss). What it had not acknowledged is sent again.
+    server.stop()
     for n in range(60, 120):
         sink.send(make_alert(n))
     server.start()
