@@ -45,10 +45,13 @@ app = typer.Typer(
 
 @cache
 def _out() -> Console:
-    """The command's promised output (tables); rich is imported only by the commands that print them."""
+    """The command's promised output (tables); rich is imported only by the commands that print them.
+    Piped, it is as wide as the rows need (rich would cut every cell at 80 columns with "…")."""
     from rich.console import Console
 
-    return Console(soft_wrap=True, highlight=False)
+    if sys.stdout.isatty():
+        return Console(soft_wrap=True, highlight=False)
+    return Console(soft_wrap=True, highlight=False, width=100_000)
 
 
 def say(message: str) -> None:

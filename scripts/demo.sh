@@ -8,5 +8,11 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e .
+# Reinstall only when the project's metadata changed since the last install (an editable install sees
+# code changes by itself).
+stamp=.venv/.etwsensor-demo-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || ! .venv/bin/python -c "import etwsensor" 2>/dev/null; then
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e .
+  touch "$stamp"
+fi
 exec .venv/bin/etwsensor replay examples/demo.jsonl.zst "$@"

@@ -223,6 +223,11 @@ def main() -> int:
     )
     args = ap.parse_args()
     results: dict[str, tuple[int, list[RuleFailure], float]] = {}
+    missing = [name for name in CORPORA if not (args.root / name).is_dir()]
+    if missing:  # a partial table would silently replace the tracked one
+        print(f"error: corpora not found under {args.root}: {', '.join(missing)}; "
+              f"{args.out} left as it is (--root names where they are)", file=sys.stderr)  # fmt: skip
+        return 2
     for name in CORPORA:
         folder = args.root / name
         if folder.is_dir():

@@ -13,6 +13,9 @@ from typing import Any, Literal
 import re2
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+_QUIET = re2.Options()
+_QUIET.log_errors = False  # reported once, as the entry's error, not by absl on stderr
+
 Operator = Literal["equals", "contains", "startswith", "endswith", "matches"]
 
 
@@ -29,9 +32,10 @@ class AllowEntry(BaseModel):
     def _valid_regex(self) -> AllowEntry:
         if self.operator == "matches":
             try:
-                re2.compile(self.value)
+                re2.compile(self.value, _QUIET)
             except re2.error as exc:
-                raise ValueError(f"invalid RE2 pattern {self.value!r}: {exc}") from exc
+                reason = exc.args[0].decode("utf-8", "replace") if isinstance(exc.args[0], bytes) else exc
+                raise ValueError(f"invalid RE2 pattern {self.value!r}: {reason}") from exc
         return self
 
     def test(self) -> Callable[[str], bool]:
@@ -44,7 +48,7 @@ class AllowEntry(BaseModel):
             return lambda s: s.lower().startswith(v)
         if self.operator == "endswith":
             return lambda s: s.lower().endswith(v)
-        pattern = re2.compile(self.value)
+        pattern = re2.compile(self.value, _QUIET)
         return lambda s: pattern.search(s) is not None
 
 

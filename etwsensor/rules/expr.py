@@ -84,7 +84,8 @@ def _string_test(
         try:
             return S.regex_tester(needle)
         except re2.error as exc:
-            raise CompileError(f"bad regular expression {needle!r}: {exc}", segment=segment) from exc
+            reason = S.re2_reason(exc)
+            raise CompileError(f"bad regular expression {needle!r}: {reason}", segment=segment) from exc
     if kind == "=~":
         low = needle.lower()
         return lambda s: s.lower() == low
@@ -430,9 +431,10 @@ class ExprCompiler:
             if not is_const or not isinstance(pattern, str):
                 raise self.err(f"the pattern of '{name}' must be a constant string", anchor=name)
             try:
-                re2.compile(pattern)
+                re2.compile(pattern, S.QUIET)
             except re2.error as exc:
-                raise self.err(f"bad regular expression {pattern!r}: {exc}", anchor=name) from exc
+                reason = S.re2_reason(exc)
+                raise self.err(f"bad regular expression {pattern!r}: {reason}", anchor=name) from exc
         args = [self.compile(a) for a in node.args]
         return builder(args, node, self.scope)
 

@@ -100,6 +100,18 @@ def _construct_name(construct: str) -> str:
     return repr(construct)
 
 
+def _short_expecting(message: str) -> str:
+    """ANTLR lists every token it would have taken (~100 of them); the first few say enough."""
+    head, sep, rest = message.partition("expecting {")
+    if not sep:
+        return message
+    tokens, _close, tail = rest.partition("}")
+    items = [t.strip() for t in tokens.split(",")]
+    if len(items) <= 6:
+        return message
+    return f"{head}expecting one of {', '.join(items[:6])}, … ({len(items)} possibilities){tail}"
+
+
 def parse(kql: str) -> ir.Query:
     """Lower ``kql`` to IR; raises :class:`FrontEndError` with a 1-based position."""
     try:
@@ -108,6 +120,7 @@ def parse(kql: str) -> ir.Query:
         d = exc.diagnostics[0] if exc.diagnostics else None
         line, col = (d.span.line, d.span.column + 1) if d else (1, 1)
         message = d.message if d else str(exc)
+        message = _short_expecting(message)
         if "expecting {<EOF>, ';'}" in message:
             message += " (a rule holds one query: this looks like a second query, or a let without ';')"
         raise FrontEndError(line, col, f"syntax error: {message}") from exc

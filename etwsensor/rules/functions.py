@@ -74,7 +74,7 @@ def _b_split(args: Args, _n: ir.FunctionCall, _s: Scope) -> tuple[Fn, str]:
 
 def _b_extract(args: Args, node: ir.FunctionCall, scope: Scope) -> tuple[Fn, str]:
     _ok, pattern = constant_value(node.args[0], scope)
-    regex = re2.compile(pattern)
+    regex = re2.compile(pattern, S.QUIET)
     group, text = args[1][0], text_of(*args[2])
     return (lambda r: S.extract(regex, S.to_long(group(r)) or 0, text(r))), "string"
 
@@ -88,7 +88,7 @@ def _b_replace_string(args: Args, _n: ir.FunctionCall, _s: Scope) -> tuple[Fn, s
 
 def _b_trim(args: Args, node: ir.FunctionCall, scope: Scope) -> tuple[Fn, str]:
     _ok, pattern = constant_value(node.args[0], scope)
-    regex = re2.compile(f"^(?:{pattern})+|(?:{pattern})+$")
+    regex = re2.compile(f"^(?:{pattern})+|(?:{pattern})+$", S.QUIET)
     text = text_of(*args[1])
     return (lambda r: str(regex.sub("", text(r)))), "string"
 

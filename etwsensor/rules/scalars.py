@@ -68,6 +68,16 @@ def format_timespan(value: timedelta) -> str:
 # --- regex tests --------------------------------------------------------------------------------
 
 
+QUIET = re2.Options()
+QUIET.log_errors = False  # a bad pattern is reported once, as the rule's error, not by absl on stderr
+
+
+def re2_reason(exc: Exception) -> str:
+    """An RE2 error as text (google-re2 gives bytes)."""
+    arg = exc.args[0] if exc.args else exc
+    return arg.decode("utf-8", "replace") if isinstance(arg, bytes) else str(arg)
+
+
 def regex_tester(pattern: str) -> Callable[[str], bool]:
     """``text -> does RE2 find pattern in it``; raises ``re2.error`` for a bad pattern.
 
@@ -75,7 +85,7 @@ def regex_tester(pattern: str) -> Callable[[str], bool]:
     call (microseconds); a yes/no test needs neither, so this calls the compiled RE2 object
     directly when the installed google-re2 exposes it, and falls back to ``search`` otherwise.
     """
-    regex = re2.compile(pattern)
+    regex = re2.compile(pattern, QUIET)
     raw = getattr(regex, "_regexp", None)
     anchor = getattr(getattr(re2, "_Anchor", None), "UNANCHORED", None)
     null_span = getattr(re2, "_NULL_SPAN", None)
@@ -492,7 +502,7 @@ def extract(regex: Any, group: int, text: str) -> str:
 
 
 def trim(regex_text: str, text: str) -> str:
-    pattern = re2.compile(f"^(?:{regex_text})+|(?:{regex_text})+$")
+    pattern = re2.compile(f"^(?:{regex_text})+|(?:{regex_text})+$", QUIET)
     return str(pattern.sub("", text))
 
 
