@@ -61,7 +61,9 @@ class HeartbeatRecord(BaseModel):
     queue_depth: int | None = Field(description="events waiting between the ETW callback and the pipeline")
     process: dict[str, float | int | None] = Field(description="cpu_percent (of one core), rss_bytes")
     rules: dict[str, Any] = Field(description="version (digest of ids, versions and queries), count, errors")
-    sinks: dict[str, dict[str, Any]] = Field(description="per sink: delivered, spooled, pending, dropped")
+    sinks: dict[str, dict[str, Any]] = Field(
+        description="per sink: delivered, spooled, pending, dropped, lost, dead_letters"
+    )
 
 
 @dataclass(slots=True)
@@ -214,7 +216,10 @@ class Heartbeat:
             },
             "rules": {"version": snap.rules_version, "count": snap.rules_count, "errors": snap.rule_errors},
             "sinks": {
-                name: {k: state_.get(k, 0) for k in ("delivered", "spooled", "pending", "dropped")}
+                name: {
+                    k: state_.get(k, 0)
+                    for k in ("delivered", "spooled", "pending", "dropped", "lost", "dead_letters")
+                }
                 for name, state_ in snap.sinks.items()
             },
         }

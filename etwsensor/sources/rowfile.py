@@ -291,7 +291,9 @@ class RowFile:
     def __iter__(self) -> Iterator[tuple[str, dict[str, Any]]]:
         try:
             yield from self._rows()
-        except (OSError, ValueError, EOFError, RecursionError) as exc:  # zstandard.ZstdError: a ValueError
+        except RecursionError:  # a whole-file JSON document nested too deeply
+            self.bad_lines.append((self._line + 1, "nested too deeply; the rest is unreadable"))
+        except (OSError, ValueError, EOFError) as exc:  # zstandard.ZstdError is a ValueError
             self.bad_lines.append((self._line + 1, f"stream broken, the rest is unreadable: {exc}"))
 
     def _rows(self) -> Iterator[tuple[str, dict[str, Any]]]:
