@@ -314,3 +314,19 @@ def test_every_win32_function_called_has_argtypes_and_restype() -> None:
         fn = getattr(lib, name)
         assert fn.argtypes == list(args) and fn.restype is res
     assert win32.ADVAPI32["OpenTraceW"][1] is ctypes.c_uint64
+
+
+def test_a_restart_hands_over_the_replaced_sessions_last_counters() -> None:
+    sim = SimulatedAdvapi32()
+    s, _ = sessions(sim)
+    finals: list[tuple[str, int]] = []
+    s.on_final = lambda name, stats: finals.append((name, stats.events_lost))
+    s.start()
+    sim.sessions[PROVIDERS].lose_at_stop = 6  # e.g. a provider re-enabled with keyword 0: still running
+    assert s.restart(PROVIDERS)
+    assert finals == [(PROVIDERS, 6)]
+    sim.stop_from_outside(KERNEL)  # gone: STOP finds nothing, so nothing to hand over
+    assert s.restart(KERNEL)
+    assert finals == [(PROVIDERS, 6)]
+    s.stop()
+    assert_clean(sim)

@@ -80,3 +80,20 @@ def test_live_tracing_off_windows_is_one_line_and_exit_2() -> None:
 def test_json_without_plan_is_a_usage_error() -> None:
     r = run("--json")
     assert r.returncode == 2 and "--plan" in r.stderr
+
+
+def test_an_existing_stop_file_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    flag = tmp_path / "stop.flag"
+    flag.touch()
+    r = run("--stop-file", str(flag), "--duration", "1")
+    assert r.returncode == 2 and "already exists" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_a_bad_session_prefix_is_a_usage_error() -> None:
+    r = run("--session-prefix", "bad name!", "--plan")
+    assert r.returncode == 2 and "--session-prefix" in r.stderr
+
+
+def test_the_plan_shows_the_prefixed_session_names() -> None:
+    r = run("--plan", "--session-prefix", "ci")
+    assert r.returncode == 0 and "session ci-kernel (system-logger)" in r.stdout

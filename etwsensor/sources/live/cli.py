@@ -130,6 +130,9 @@ def trace_command(
         else:
             typer.echo(plan_text(plan), nl=False)
         raise typer.Exit(rules_code)
+    if stop_file is not None and stop_file.exists():
+        _say(f"error: the stop file {stop_file} already exists (the trace would stop at once): remove it")
+        raise typer.Exit(exitcodes.USAGE)
     if sys.platform != "win32":
         _say(f"error: live tracing needs Windows (this is {sys.platform}); `trace --plan` shows what it "
              "would start, `trace --plan --logman` how to capture an .etl for replay")  # fmt: skip
@@ -160,6 +163,7 @@ class LiveSessions(Protocol):
     """What the live loop needs from the sessions: lifecycle.EtwSessions (a simulated advapi32 in tests)."""
 
     on_consumer_end: Callable[[str], None] | None
+    on_final: Callable[[str, SessionStats], None] | None
     warnings: list[str]
 
     def start(self) -> None: ...
@@ -284,6 +288,7 @@ def run_live(
                         backoff_max=BACKOFF[1], max_failures=MAX_RESTART_FAILURES)  # fmt: skip
     loop.watchdog = watchdog
     sessions.on_consumer_end = watchdog.consumer_returned
+    sessions.on_final = lambda name, stats: watchdog.final({name: stats})
     volumes = DeviceMapWatch(host, header.device_map)
     worker = threading.Thread(target=loop.run, name="etwsensor-worker", daemon=True)
     worker.start()

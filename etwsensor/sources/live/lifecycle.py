@@ -460,6 +460,8 @@ class EtwSessions:
         self.sizing = buffer_sizing(cpus if cpus is not None else os.cpu_count() or 1)
         self.version = version if version is not None else windows_version()
         self.on_consumer_end: Callable[[str], None] | None = None
+        # the counters STOP returned for a session a restart replaced (its last interval's losses)
+        self.on_final: Callable[[str, SessionStats], None] | None = None
         self.plans = {s.name: s for s in plan.sessions}
         self.sessions: dict[str, TraceSession] = {}
         self.warnings: list[str] = []
@@ -474,7 +476,7 @@ class EtwSessions:
         session = TraceSession(self.api, self.plans[name], self.on_record, self.sizing, self._ended)
         self.sessions[name] = session  # first: stop() reaches it whatever happens inside start()
         session.start()
-        self.warnings.extend(session.warnings)
+        self.warnings.extend(w for w in session.warnings if w not in self.warnings)
 
     def _ended(self, name: str, status: int) -> None:
         log.warning("ProcessTrace returned", session=name, status=status)
@@ -501,7 +503,9 @@ class EtwSessions:
     def restart(self, name: str) -> bool:
         old = self.sessions.pop(name, None)
         if old is not None:
-            old.stop()  # closes the old consumer handle: no leak per restart
+            final = old.stop()  # closes the old consumer handle: no leak per restart
+            if final is not None and self.on_final is not None:
+                self.on_final(name, final)
         try:
             self._start(name)
         except LiveError as exc:
