@@ -73,6 +73,7 @@ class SimSession:
     buffers_written: int = 0
     lose_at_stop: int = 0  # EventsLost the last flush adds: visible only in STOP's counters
     pending: deque[LiveRecord] = field(default_factory=deque)
+    in_flight: int = 0  # records taken from ``pending`` whose callback has not returned yet
     stopped: bool = False
     foreign: bool = False
 
@@ -140,7 +141,8 @@ class SimulatedAdvapi32:
 
     def wait_drained(self, name: str, timeout: float = 10.0) -> bool:
         with self._cond:
-            return self._cond.wait_for(lambda: not self.sessions[name].pending, timeout)
+            s = self.sessions[name]
+            return self._cond.wait_for(lambda: not s.pending and not s.in_flight, timeout)
 
     def consumers_of(self, name: str) -> list[Consumer]:
         return [c for c in self.consumers.values() if c.session.name == name]
@@ -269,9 +271,12 @@ class SimulatedAdvapi32:
                     record = c.session.pending.popleft() if c.session.pending else None
                     if record is None and c.session.stopped:
                         return S.ERROR_SUCCESS
+                    if record is not None:
+                        c.session.in_flight += 1
                 if record is not None:
                     c.callback(ctypes.addressof(record.record))
                     with self._cond:
+                        c.session.in_flight -= 1
                         self._cond.notify_all()
         finally:
             c.processing, c.processed = False, True

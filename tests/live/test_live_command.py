@@ -80,7 +80,7 @@ def _feed(sim: SimulatedAdvapi32, records: list[LiveRecord]) -> None:
         _wait(lambda name=name: name in sim.sessions)  # type: ignore[misc]
         sim.emit(name, live)
     for name in (KERNEL, PROVIDERS):
-        _wait(lambda name=name: not sim.sessions[name].pending)  # type: ignore[misc]
+        assert sim.wait_drained(name)
 
 
 def run(
