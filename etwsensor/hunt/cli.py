@@ -105,14 +105,27 @@ def hunt_command(
     device_map: str | None = typer.Option(None, "--device-map", help="As for replay."),
     limit: int = typer.Option(200, "--limit", min=1, help="Rows shown in the terminal table."),
     threads: int | None = typer.Option(None, "--threads", min=1, help="DuckDB threads (default: all cores)."),
+    show_sql: bool = typer.Option(
+        False,
+        "--sql",
+        help="Print the DuckDB SQL the query translates to and run nothing (no inputs needed).",
+    ),
 ) -> None:
     """Run an Advanced Hunting query (KQL) over recorded rows in an embedded DuckDB database."""
     from etwsensor.hunt import output as out
     from etwsensor.hunt.dataset import Partitions, attach_datasets
-    from etwsensor.hunt.query import HuntQueryError, run, translate_error
+    from etwsensor.hunt.query import HuntQueryError, run, translate, translate_error
     from etwsensor.hunt.store import connect, load_inputs, newest_time
 
     text, where = _query_text(query)
+    if show_sql:
+        try:
+            sql, _params = translate(connect(), text, _time("--now", now))
+        except HuntQueryError as exc:
+            _report_query_error(where, exc)
+            raise typer.Exit(EXIT_QUERY) from exc
+        typer.echo(sql)
+        return
     chosen = fmt or ("table" if output is None and sys.stdout.isatty() else "ndjson")
     if chosen not in out.FORMATS:
         _say(f"error: --format {chosen!r} is not one of {', '.join(out.FORMATS)}")

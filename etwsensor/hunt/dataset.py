@@ -10,7 +10,8 @@ files' row-group statistics for the rest of the query's filters.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -89,6 +90,26 @@ class DatasetWriter:
     def close(self) -> None:
         self.roll()
         self.con.close()
+
+
+class HourlyExport(DatasetWriter):
+    """A live sensor's dataset writer: staged rows are written at every full hour of the wall clock (checked
+    as rows arrive), when ``max_rows`` are staged, and at ``close``."""
+
+    def __init__(self, out: Path, clock: Callable[[], float] = time.time, every: float = 3600.0) -> None:
+        super().__init__(out)
+        self.clock = clock
+        self.every = every
+        self.next_roll = self._boundary()
+
+    def _boundary(self) -> float:
+        return (self.clock() // self.every + 1) * self.every
+
+    def add(self, table: str, row: dict[str, Any]) -> None:
+        super().add(table, row)
+        if self.clock() >= self.next_roll:
+            self.roll()
+            self.next_roll = self._boundary()
 
 
 @dataclass

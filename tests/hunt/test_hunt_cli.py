@@ -239,3 +239,11 @@ def test_deprecated_function_names_run_and_strings_stay_as_written() -> None:
     (row,) = ndjson(r.stdout)
     assert row["s"] == ["TiWorker.exe"] and len(row["l"]) == 6
     assert row["t"] == "makeset(x)" and row["j"] == {"k": "makelist(y)"}
+
+
+def test_sql_shows_the_translation_and_runs_nothing() -> None:
+    r = run("hunt", "--sql", "DeviceProcessEvents | summarize n = count() by FileName | top 3 by n")
+    assert r.returncode == 0, r.stderr
+    assert "SELECT" in r.stdout and '"DeviceProcessEvents"' in r.stdout and "LIMIT 3" in r.stdout
+    bad = run("hunt", "--sql", "DeviceProcessEvents | wher x")
+    assert bad.returncode == 1 and "<query>:1:" in bad.stderr

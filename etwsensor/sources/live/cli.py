@@ -101,6 +101,9 @@ def trace_command(
     session_prefix: str = typer.Option(
         "etwsensor", "--session-prefix", help="ETW session names: PREFIX-kernel and PREFIX-providers."
     ),
+    export: Path | None = typer.Option(
+        None, "--export", help="Also write every row to this Parquet dataset (as `export`), rolled hourly."
+    ),
 ) -> None:
     """Trace this Windows host live (administrator), or show the plan with --plan (any OS)."""
     from etwsensor.cli import _load_rules, _settings_or_exit
@@ -153,7 +156,7 @@ def trace_command(
         return rename_sessions(plan_for_rules(new_rules, classic_fallback=classic_fallback), session_prefix)
 
     every = 60.0 if beat is None else beat
-    options = LiveOptions(alert_format or settings.output.format, every, reloader, plan_of)
+    options = LiveOptions(alert_format or settings.output.format, every, reloader, plan_of, export=export)
     code = run_live(plan, ruleset, settings, sink, record, duration, json_summary, WindowsHostApi(),
                     EtwSessions, stop_file, options)  # fmt: skip
     raise typer.Exit(exitcodes.worst(code, rules_code))
@@ -214,6 +217,7 @@ class LiveOptions:
     reloader: RuleReloader | None = None
     plan_of: Callable[[Any], TracePlan] | None = None  # the plan a reloaded rule set would need
     stop_event: threading.Event | None = None  # set by a service stop or system shutdown
+    export: Path | None = None  # a Parquet dataset every row is also written to, rolled hourly
 
 
 def run_live(
@@ -267,7 +271,13 @@ def run_live(
         e = settings.enrich
         recording = record is not None
         facts, facts_worker = live_enricher(e.wait_ms, e.max_mb_per_second, e.max_file_size_mb, recording)
-    normalizer = Normalizer(header, device_map=settings.device_map, gates=ruleset.row_gates(), facts=facts)
+    gates = {} if options.export is not None else ruleset.row_gates()  # exporting: every row is built
+    normalizer = Normalizer(header, device_map=settings.device_map, gates=gates, facts=facts)
+    exporter = None
+    if options.export is not None:
+        from etwsensor.hunt.dataset import HourlyExport
+
+        exporter = HourlyExport(options.export)
     replan = None
     if options.plan_of is not None:
         plan_of = options.plan_of
@@ -280,7 +290,7 @@ def run_live(
             return {"replan": wanted != plan, "sessions": list(wanted.session_names())}
 
     loop = LiveLoop(records, decoder, normalizer, detector, [sinks], recorder, reloader=options.reloader,
-                    replan=replan)  # fmt: skip
+                    replan=replan, exporter=exporter)  # fmt: skip
     callback = RecordCallback(records)
     sessions = make_sessions(plan, callback)
     host_ids = (header.host.name, header.host.device_id)

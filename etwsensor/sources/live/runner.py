@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from etwsensor.decode.decoder import Decoder
 from etwsensor.events import RawEvent, RawRecord
@@ -28,6 +28,15 @@ from etwsensor.rules.reload import RuleReloader
 from etwsensor.sources.live.callback import RecordQueue
 from etwsensor.sources.live.health import EVENT_TRACING, Watchdog
 from etwsensor.sources.recording import RecordingWriter
+
+
+class RowExporter(Protocol):
+    """Where ``trace --export`` sends every row (etwsensor.hunt.dataset.HourlyExport)."""
+
+    def add(self, table: str, row: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
 
 REORDER_SECONDS = 2.0  # the FlushTimer (1 s) of the later session plus a second of slack
 REORDER_CAPACITY = 65_536
@@ -111,6 +120,7 @@ class LiveLoop:
         reorder: ReorderWindow | None = None,
         reloader: RuleReloader | None = None,
         replan: Callable[[RuleSet], dict[str, Any]] | None = None,
+        exporter: RowExporter | None = None,
     ) -> None:
         self.records = records
         self.decoder = decoder
@@ -122,6 +132,7 @@ class LiveLoop:
         self.reorder = reorder if reorder is not None else ReorderWindow()
         self.reloader = reloader  # hot reload: a rule set compiled aside goes live between two events
         self.replan = replan  # what a reloaded set would need of the sessions (for the reload record)
+        self.exporter = exporter  # trace --export: every row also goes to the Parquet dataset
         self._gates: Mapping[str, RowGate] = detector.ruleset.row_gates()
         self.summary = ReplaySummary(inputs=[detector.source])
         self.clock: datetime | None = None
@@ -152,7 +163,12 @@ class LiveLoop:
     def _reload(self) -> None:
         assert self.reloader is not None
         self._gates = apply_reload(
-            self.reloader, self.detector, [self.normalizer], self.sinks, self._gates, self.replan
+            self.reloader,
+            self.detector,
+            [self.normalizer] if self.exporter is None else [],  # exporting: every row stays built
+            self.sinks,
+            self._gates,
+            self.replan,
         )
 
     def on_record(self, rec: RawRecord) -> None:
@@ -198,6 +214,11 @@ class LiveLoop:
                 self.send(alert)
 
     def _row(self, table: str, row: dict[str, Any], clock: datetime | None) -> None:
+        if self.exporter is not None:
+            try:
+                self.exporter.add(table, row)
+            except Exception:  # a full disk must not stop detection: counted like a sink failure
+                self.errors += 1
         for alert in self.detector.on_row(table, row, clock):
             self.send(alert)
 
@@ -227,6 +248,11 @@ class LiveLoop:
             self.summary.state.update(self.detector.ruleset.state_stats())
             for alert in self.detector.flush():
                 self.send(alert)
+            if self.exporter is not None:
+                try:
+                    self.exporter.close()
+                except Exception:
+                    self.errors += 1
         s = self.summary
         totals = self.decoder.stats.totals()
         s.decode_errors = totals["decode_errors"]
