@@ -247,3 +247,20 @@ def test_sql_shows_the_translation_and_runs_nothing() -> None:
     assert "SELECT" in r.stdout and '"DeviceProcessEvents"' in r.stdout and "LIMIT 3" in r.stdout
     bad = run("hunt", "--sql", "DeviceProcessEvents | wher x")
     assert bad.returncode == 1 and "<query>:1:" in bad.stderr
+
+
+def test_windows_event_logs_are_inputs_too(tmp_path: Path) -> None:
+    """What replay reads, hunt reads: a Sysmon EVTX (tests/data/windows) gives hunt the rows replay counts."""
+    import gzip
+
+    evtx = tmp_path / "sysmon-12-processcreate.evtx"
+    source = ROOT / "tests" / "data" / "windows" / "sysmon-12-processcreate.evtx.gz"
+    evtx.write_bytes(gzip.decompress(source.read_bytes()))
+    replay = ["replay", str(evtx), "--json-summary", "--sink", f"file:{tmp_path}/a"]
+    replayed = subprocess.run([sys.executable, "-m", "etwsensor", *replay], capture_output=True, text=True)
+    want = json.loads(replayed.stderr.strip().splitlines()[-1])["rows"]
+    q = "union withsource=T DeviceProcessEvents, DeviceImageLoadEvents, DeviceFileEvents"
+    r = run("hunt", q + " | summarize n = count() by T", str(evtx))
+    assert r.returncode == 0, r.stderr
+    got = {row["T"]: row["n"] for row in ndjson(r.stdout)}
+    assert got == {t: n for t, n in want.items() if n} and sum(got.values()) > 0
