@@ -5,7 +5,7 @@
     python scripts/bench.py replay [--events N] [--enrich]
     python scripts/bench.py evtx [--rounds N] [--inputs K] [--sigma DIR]
                                  [--zircolite DIR --zircolite-python PY]
-    python scripts/bench.py normalize|rules|sinks|startup|live|hunt [their options]   (scripts/bench_<stage>.py)
+    python scripts/bench.py normalize|rules|sinks|startup|live|hunt [their options] (scripts/bench_<stage>.py)
 
 decode: reading + decoding the real perfview .etl (tests/data/etl), records/s and decoded events/s,
 beside dissect.etl on the same file in the same run when it is installed (`pip install -e .[bench]`;
