@@ -94,7 +94,7 @@ class Commands(LazyGroup):
         "service": ("etwsensor.service.cli:service_app", "Run etwsensor as a Windows service."),
         "hunt": ("etwsensor.hunt.cli:hunt_command", "Any KQL query over recorded rows (DuckDB)."),
         "export": ("etwsensor.hunt.cli:export_command", "Rows as a Hive-partitioned Parquet dataset."),
-        "schema": ("etwsensor.hunt.cli:schema_command", "The Defender tables' schema (Kusto, SQL)."),
+        "schema": ("etwsensor.hunt.cli:schema_command", "The Defender tables' schema (text, JSON, Kusto)."),
     }
 
 
