@@ -31,8 +31,11 @@ class EtlSource:
 
         name = etl_host_name(self._reader)  # DeviceName for every row, not just those after the record
         self.header = RecordingHeader(
-            host=HostInfo(name=name, device_id=device_id_from_name(name) if name else "",
-                          os_build=f"{h.os_version}.{h.os_build}" if h.os_build else ""),
+            host=HostInfo(
+                name=name,
+                device_id=device_id_from_name(name) if name else "",
+                os_build=f"{h.os_version}.{h.os_build}" if h.os_build else "",
+            ),
             pointer_size=8 if h.pointer_size == 8 else 4,
             start=h.start_time,
         )

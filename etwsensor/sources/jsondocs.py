@@ -37,6 +37,16 @@ def _first_char(head: bytes) -> str:
     return chr(text[0]) if text else ""
 
 
+def is_wrapper(doc: Any) -> bool:
+    """An API answer or search result that holds the items (see the module doc), not an item."""
+    if not isinstance(doc, dict):
+        return False
+    hits = doc.get("hits")
+    if isinstance(hits, dict) and isinstance(hits.get("hits"), list):
+        return True
+    return any(isinstance(doc.get(k), list) for k in ("Results", "value", "tables"))
+
+
 def _unwrap(doc: Any) -> list[Any]:
     """The items of a whole-file document."""
     if isinstance(doc, list):
@@ -73,6 +83,8 @@ def first_object(path: Path) -> dict[str, Any] | None:
         except ValueError:
             obj = None
         if isinstance(obj, dict):
+            if is_wrapper(obj):
+                return next((i for i in _unwrap(obj) if isinstance(i, dict)), None)
             return obj
     if first not in ("{", "["):
         return None
@@ -95,9 +107,10 @@ def _is_json_lines(path: Path) -> bool:
         return False
     line = head.lstrip(b"\xef\xbb\xbf \t\r\n").split(b"\n", 1)[0]
     try:
-        return isinstance(json.loads(line), dict)
+        obj = json.loads(line)
     except ValueError:
         return False
+    return isinstance(obj, dict) and not is_wrapper(obj)
 
 
 def iter_objects(path: Path) -> Iterator[tuple[int, dict[str, Any] | BadItem]]:

@@ -34,6 +34,7 @@ from typing import IO, Any
 
 from etwsensor.rules import scalars
 from etwsensor.sources.text import clean_strings
+from etwsensor.sources.jsondocs import is_wrapper
 from etwsensor.tables import TABLE_NAMES, schema
 
 TABLE_KEY = "$table"
@@ -159,8 +160,8 @@ def coerce_export_row(
             twins[m.group(1)] = value
         elif name == "TimeGenerated":
             twins.setdefault("Timestamp", value)
-        elif name not in _LOG_ANALYTICS and name != TABLE_KEY:
-            dropped[name] += 1
+        elif name not in _LOG_ANALYTICS and name != TABLE_KEY and value not in (None, ""):
+            dropped[name] += 1  # (an empty cell of another table's column in a mixed file is not news)
     for name, value in twins.items():
         if values.get(name) in (None, ""):
             values[name] = value
@@ -266,8 +267,8 @@ class RowFile:
         if head[:1] != "{":
             return False
         try:
-            json.loads(head.split("\n", 1)[0])
-            return False
+            first = json.loads(head.split("\n", 1)[0])
+            return is_wrapper(first)  # a one-line API answer is one document, not JSON Lines
         except (ValueError, RecursionError):
             pass
         try:
