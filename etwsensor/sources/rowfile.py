@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from etwsensor.rules import scalars
-from etwsensor.sources.text import clean_strings
 from etwsensor.sources.jsondocs import is_wrapper
+from etwsensor.sources.text import clean_strings
 from etwsensor.tables import TABLE_NAMES, schema
 
 TABLE_KEY = "$table"
