@@ -62,9 +62,9 @@ def _re2_set(needles: Sequence[str]) -> Callable[[str], Iterable[int]]:
     return lambda text: matcher.Match(text) or ()
 
 
-def any_substring(needles: Sequence[str], regex_tester: Callable[[str], Callable[[str], bool]]) -> Callable[
-    [str], bool
-]:
+def any_substring(
+    needles: Sequence[str], regex_tester: Callable[[str], Callable[[str], bool]]
+) -> Callable[[str], bool]:
     """``text -> does any needle occur in it``: one RE2 alternation (``regex_tester``) while it fits,
     else the automaton."""
     if _fits_re2(needles):

@@ -121,7 +121,6 @@ class SinkSettings(BaseModel):
         "and sent from there while the receiver is up; past this many they are lost (counted).",
     )  # fmt: skip
 
-
     def secret(self, name: Literal["hec_token", "http_proxy"]) -> str | None:
         """A secret setting's value: from ``NAME_file`` when set (trailing newline dropped), else NAME."""
         path: Path | None = getattr(self, f"{name}_file")

@@ -15,7 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from etwsensor.sources.text import clean_strings
+
 _SNIFF_BYTES = 1 << 20
+_SNIFF_LINES = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,26 +74,33 @@ def _unwrap(doc: Any) -> list[Any]:
     return [doc]
 
 
+def _line_object(head: bytes) -> dict[str, Any] | None:
+    """The first of the first lines that is a JSON object (a damaged first line does not hide a JSON
+    Lines file)."""
+    for line in head.lstrip(b"\xef\xbb\xbf \t\r\n").split(b"\n")[:_SNIFF_LINES]:
+        if line.strip()[:1] != b"{":
+            continue
+        try:
+            obj = json.loads(line)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(obj, dict):
+            return obj
+    return None
+
+
 def first_object(path: Path) -> dict[str, Any] | None:
     """The first JSON object of the file (for telling its kind), or None when there is none."""
     with _open(path) as fh:
         head = fh.read(_SNIFF_BYTES)
-    first = _first_char(head)
-    if first == "{":
-        line = head.lstrip(b"\xef\xbb\xbf \t\r\n").split(b"\n", 1)[0]
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            obj = None
-        if isinstance(obj, dict):
-            if is_wrapper(obj):
-                return next((i for i in _unwrap(obj) if isinstance(i, dict)), None)
-            return obj
-    if first not in ("{", "["):
+    obj = _line_object(head)
+    if obj is not None:
+        return next((i for i in _unwrap(obj) if isinstance(i, dict)), None) if is_wrapper(obj) else obj
+    if _first_char(head) not in ("{", "["):
         return None
     try:
         items = _unwrap(json.loads(_whole(path)))
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return next((i for i in items if isinstance(i, dict)), None)
 
@@ -103,14 +113,8 @@ def _whole(path: Path) -> bytes:
 def _is_json_lines(path: Path) -> bool:
     with _open(path) as fh:
         head = fh.read(_SNIFF_BYTES)
-    if _first_char(head) != "{":
-        return False
-    line = head.lstrip(b"\xef\xbb\xbf \t\r\n").split(b"\n", 1)[0]
-    try:
-        obj = json.loads(line)
-    except ValueError:
-        return False
-    return isinstance(obj, dict) and not is_wrapper(obj)
+    obj = _line_object(head)
+    return obj is not None and not is_wrapper(obj)
 
 
 def iter_objects(path: Path) -> Iterator[tuple[int, dict[str, Any] | BadItem]]:
@@ -121,18 +125,24 @@ def iter_objects(path: Path) -> Iterator[tuple[int, dict[str, Any] | BadItem]]:
                 if not line:
                     continue
                 try:
-                    obj = json.loads(line)
+                    obj = clean_strings(json.loads(line))
                 except ValueError as exc:
                     yield number, BadItem(f"not JSON: {exc}")
+                    continue
+                except RecursionError:
+                    yield number, BadItem("nested too deeply")
                     continue
                 if isinstance(obj, dict) and isinstance(obj.get("_source"), dict):
                     obj = obj["_source"]
                 yield number, obj if isinstance(obj, dict) else BadItem("not a JSON object")
         return
     try:
-        items = _unwrap(json.loads(_whole(path)))
+        items = _unwrap(clean_strings(json.loads(_whole(path))))
     except ValueError as exc:
         yield 1, BadItem(f"not JSON: {exc}")
+        return
+    except RecursionError:
+        yield 1, BadItem("nested too deeply")
         return
     for number, obj in enumerate(items, start=1):
         yield number, obj if isinstance(obj, dict) else BadItem("not a JSON object")

@@ -248,7 +248,10 @@ class RowFile:
                 if extra:
                     yield reader.line_num, BadItem(f"{len(extra)} more cells than the header has")
                     continue
-                yield reader.line_num, {k.lstrip("\ufeff"): v for k, v in row.items() if k is not None}
+                yield (
+                    reader.line_num,
+                    clean_strings({k.lstrip("\ufeff"): v for k, v in row.items() if k is not None}),
+                )
 
     def _is_csv(self) -> bool:
         name = self.path.name.lower()

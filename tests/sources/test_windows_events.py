@@ -167,3 +167,17 @@ def test_a_file_cut_inside_a_chunk_is_reported(tmp_path: Path) -> None:
     assert list(source.events()) == []
     assert [d.where for d in source.damage] == ["offset 0x1000"]
     assert "truncated" in source.damage[0].message and "chunk 0" in source.damage[0].message
+
+
+def test_hostile_json_items_are_reported_not_raised(tmp_path: Path) -> None:
+    golden = json.loads(unpack("sysmon-12-processcreate.golden.json.gz", tmp_path).read_text())
+    odd = json.loads(json.dumps(golden[0]))
+    odd["process"]["command_line"] = "notepad \udc80.txt"  # a lone surrogate, as JSON can spell one
+    path = tmp_path / "hostile.ndjson"
+    path.write_text(
+        "[" * 100_000 + "\n" + b"\xff\xfe{}\n".decode("latin-1") + json.dumps(odd) + "\n", encoding="utf-8"
+    )
+    source = open_source(path)
+    events = list(source.events())
+    assert len(events) == 1 and events[0].fields["CommandLine"] == "notepad \ufffd.txt"
+    assert [d.where for d in source.damage] == ["item 1", "item 2"]
