@@ -188,7 +188,9 @@ def inspect(
     except SourceOpenError as exc:
         say(f"error: {exc}")
         raise typer.Exit(2) from exc
-    for _ in src.events():
+    from etwsensor.progress import counting
+
+    for _ in counting(src.events(), "reading"):
         pass
     doc = src.stats.as_json()
     damage = src.damage
@@ -236,7 +238,9 @@ def convert(
     except SourceOpenError as exc:
         say(f"error: {exc}")
         raise typer.Exit(2) from exc
-    n = write_recording(output, src.header, src.events())
+    from etwsensor.progress import counting
+
+    n = write_recording(output, src.header, counting(src.events(), "converting"))
     totals = src.stats.totals()
     say(
         f"wrote {n} events to {output} (read {totals['events']}; other providers skipped: {totals['other']}; "

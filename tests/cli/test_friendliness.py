@@ -50,3 +50,63 @@ def test_a_bad_regex_is_one_clean_line(tmp_path: Path) -> None:
     assert r.returncode == 1
     assert r.stdout.strip().endswith("bad regular expression 'a(b': missing ): a(b")
     assert "re2.cc" not in r.stderr and "absl" not in r.stderr and "b'missing" not in r.stdout
+
+
+def _stderr_on_a_terminal(*args: str) -> tuple[int, str, str]:
+    """Run etwsensor with stderr on a pseudo-terminal (stdout piped): what a user at a console sees."""
+    import os
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "etwsensor", *args], stdout=subprocess.PIPE,
+                            stderr=slave, text=True)  # fmt: skip
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    out = proc.stdout.read() if proc.stdout else ""
+    code = proc.wait(120)
+    os.close(master)
+    return code, out, seen.decode("utf-8", "replace")
+
+
+def test_inspect_and_convert_show_progress_on_a_terminal_only(tmp_path: Path) -> None:
+    code, out, err = _stderr_on_a_terminal("inspect", str(ETL))
+    assert code == 0 and "reading:" in err and "events" in err
+    assert "reading:" not in out  # the table on stdout stays clean
+    piped = run("convert", str(ETL), "-o", str(tmp_path / "a.jsonl.zst"))
+    assert piped.returncode == 0 and "converting:" not in piped.stderr
+    code, _out, err = _stderr_on_a_terminal("convert", str(ETL), "-o", str(tmp_path / "b.jsonl.zst"))
+    assert code == 0 and "converting:" in err
+
+
+def test_ctrl_c_prints_the_summary_so_far_and_exits_130(tmp_path: Path) -> None:
+    import json
+    import signal
+
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "all.kql").write_text("DeviceProcessEvents\n| where ProcessId >= 0\n")
+    config = tmp_path / "c.toml"
+    config.write_text("[suppression]\nwindow_seconds = 0\n")
+    demo = ROOT / "examples" / "demo.jsonl.zst"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "etwsensor", "replay", *[str(demo)] * 60, "--no-builtin",
+         "--rules", str(rules), "--config", str(config), "--json-summary"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    proc.stdout.readline()  # replaying: the first alert is out
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-2000:]
+    summary = json.loads(err.strip().splitlines()[-1])
+    assert summary["interrupted"] is True and summary["events"] > 0
+    assert len(summary["inputs"]) < 60
+    assert "Traceback" not in err
