@@ -280,8 +280,13 @@ def _load_rules(paths: list[Path], builtin: bool, skip_bad_rules: bool = False) 
     if missing:
         raise typer.Exit(exitcodes.USAGE)
     ruleset, failures = RuleSet.load(paths, builtin=builtin)
+    others = [f for f in failures if not f.applicable]  # Sigma rules for telemetry etwsensor lacks
+    failures = [f for f in failures if f.applicable]
     for f in failures:  # a broken rule is reported and skipped; the others run
         say(f"rule skipped: {f}")
+    if others:
+        say(f"{len(others)} Sigma rule(s) for log sources etwsensor does not produce were not loaded "
+            "(`etwsensor rules check` lists them)")  # fmt: skip
     if not ruleset.rules:
         say("error: no rules to run (every rule failed to load, or --no-builtin without --rules)")
         raise typer.Exit(exitcodes.USAGE)

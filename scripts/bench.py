@@ -157,7 +157,9 @@ def enrich_disk(root: Path) -> Path:
     return root
 
 
-def bench_replay(events: int, repeat: int, enrich: bool = False) -> dict[str, object]:
+def bench_replay(
+    events: int, repeat: int, enrich: bool = False, rules: list[Path] | None = None
+) -> dict[str, object]:
     from bench_rules import calibration_ns
 
     from etwsensor.normalize import Normalizer
@@ -168,7 +170,7 @@ def bench_replay(events: int, repeat: int, enrich: bool = False) -> dict[str, ob
 
     path = ROOT / "bench-data" / f"replay-{events // 1000}k.jsonl.zst"
     mix = scaled_demo(path, events) if not path.exists() else None
-    ruleset, _ = RuleSet.load([], builtin=True)
+    ruleset, _ = RuleSet.load(rules or [], builtin=True)  # the built-in pack, plus --rules
     alerts_file = ROOT / "bench-data" / "replay-alerts.ndjson"
     disk = str(enrich_disk(ROOT / "bench-data" / "enrich-disk")) if enrich else None
     alerts: list[int] = []
@@ -215,6 +217,7 @@ def bench_replay(events: int, repeat: int, enrich: bool = False) -> dict[str, ob
     lat = sorted(latencies)
     result: dict[str, object] = {
         "file": str(path.relative_to(ROOT)),
+        "rules": len(ruleset.rules),
         "events": n,
         "seconds": round(secs, 2),
         "events_per_s": round(n / secs),
@@ -376,6 +379,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=1_000_000, help="replay: events in the scaled recording")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--enrich", action="store_true", help="replay: with image facts from a collected disk")
+    ap.add_argument("--rules", type=Path, action="append", help="replay: rules loaded with the built-in pack")
     args = ap.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core, as the figures claim
@@ -387,7 +391,7 @@ def main() -> None:
     elif args.what == "decode":
         result = bench_decode(args.etl, args.repeat)
     else:
-        result = bench_replay(args.events, args.repeat, args.enrich)
+        result = bench_replay(args.events, args.repeat, args.enrich, args.rules)
     json.dump({"bench": args.what, "machine": machine, **result}, sys.stdout, indent=2)
     sys.stdout.write("\n")
 

@@ -1,4 +1,4 @@
-"""KQL coverage: run `rules check` and `hunt` over the shared corpora and write docs/kql-coverage.md.
+"""KQL coverage: `rules check`, `rules coverage` and `hunt` over the shared corpora → docs/kql-coverage.md.
 
     python scripts/kql_coverage.py [--root ../shared/data/kql] [--out docs/kql-coverage.md]
 
@@ -6,22 +6,33 @@ A dev tool (it reads ../shared beside the checkout; tests do not). For each corp
 compile as streaming rules, and the failures grouped by reason, with example files. For the hunting corpus
 also: how many run with `etwsensor hunt` (duckdb-kql over DuckDB) on the demo trace's rows, counted over the
 queries that read only tables etwsensor produces. The compiled-IR cache makes reruns fast. When no corpus is
-found the document is left as it is.
+found the document is left as it is. `rules coverage` says which rules can fire on each input. With
+--sigma (a SigmaHQ checkout, not part of the repository): its Windows rules loaded as YAML, the
+native-vs-converted differential, and its regression cases (scripts/sigma_yaml_regression.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from etwsensor.rules import RuleSet
+from etwsensor.rules.coverage import coverage, profiles
 from etwsensor.rules.errors import RuleFailure
 from etwsensor.tables import schemas
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import sigma_yaml_regression
+
+SOURCES = ("etw", "etl", "evtx", "rows")
 
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo.jsonl.zst"
 HUNT_CORPUS = "m365d-hunting-queries"
@@ -53,6 +64,9 @@ KNOWN = {
 
 def reason(message: str) -> str:
     """Group key: the kind of failure, with the name it is about when that is what differs."""
+    m = re.match(r"converted KQL \d+:\d+: (.*)", message)
+    if m:
+        return "the converted KQL: " + reason(m.group(1))
     if message.startswith("unknown column"):
         return "unknown column (not in the Defender schema of the table)"
     m = re.match(r"unknown table '([^']+)'", message)
@@ -71,6 +85,7 @@ def reason(message: str) -> str:
 def check(folder: Path) -> tuple[int, list[RuleFailure], float]:
     t = time.perf_counter()
     rs, failures = RuleSet.load([folder], builtin=False)
+    LOADED[folder.name] = (rs, failures)
     # Duplicate ids are a property of the corpus, not of the KQL: count those rules as compiled.
     dup = [f for f in failures if f.message.startswith("duplicate rule id")]
     real = [f for f in failures if f not in dup]
@@ -176,6 +191,129 @@ def render_hunt(outcomes: list[HuntOutcome]) -> list[str]:
     return lines
 
 
+LOADED: dict[str, tuple[RuleSet, list[RuleFailure]]] = {}
+
+
+def fire_section(title: str, rs: RuleSet, failures: list[RuleFailure], categories: bool) -> list[str]:
+    """`rules coverage` of one rule set on every input: verdicts, the columns that matter most."""
+    lines = ["", f"## {title}: which rules can fire", ""]
+    lines += ["| input | rules judged | ok | degraded | cannot fire | not loaded (other reasons) |"]
+    lines += ["|---|---|---|---|---|---|"]
+    summaries = {}
+    for source in SOURCES:
+        summary = coverage(rs.rules, failures, profiles()[source]).summary()
+        summaries[source] = summary
+        lines.append(
+            f"| {source} | {summary['rules']} | {summary['ok']} | {summary['degraded']} | "
+            f"{summary['cannot_fire']} | {summary['not_loaded']} |"
+        )
+    lines += ["", "Inputs: " + "; ".join(f"**{s}**: {profiles()[s].description}" for s in SOURCES) + "."]
+    for source in ("etl", "etw"):
+        columns = summaries[source]["per_missing_column"][:12]
+        if not columns:
+            continue
+        lines += ["", f"Columns **{source}** never fills, by the rules they stop (first: what would"]
+        lines += ["most raise coverage):", "", "| column | cannot fire | degraded |", "|---|---|---|"]
+        lines += [f"| {c['column']} | {c['cannot_fire']} | {c['degraded']} |" for c in columns]
+        for entry in summaries[source]["per_missing_table"][:8]:
+            lines.append(f"| table {entry['table']} (not produced) | {entry['cannot_fire']} | |")
+        for entry in summaries[source]["per_missing_action_type"]:
+            lines.append(f"| ActionType {entry['action_type']} (not produced) | {entry['cannot_fire']} | |")
+    if categories:
+        lines += ["", "Per Sigma category (etl / etw: ok, degraded, cannot fire):", ""]
+        lines += ["| category | etl | etw |", "|---|---|---|"]
+        for cat, v in summaries["etl"]["per_category"].items():
+            w = summaries["etw"]["per_category"][cat]
+            lines.append(
+                f"| {cat} | {v['ok']} / {v['degraded']} / {v['cannot_fire']} | "
+                f"{w['ok']} / {w['degraded']} / {w['cannot_fire']} |"
+            )
+    return lines
+
+
+def differential(sigma: Path, corpus: Path) -> Counter[str]:
+    """The native conversion of each rule of the shared converted corpus against the corpus's KQL."""
+    from etwsensor.rules.sigma import SigmaFailure, convert_text
+
+    out: Counter[str] = Counter()
+    index_file = corpus / "index.json"
+    index = json.loads(index_file.read_text("utf-8")) if index_file.is_file() else []
+    for entry in index:
+        path = sigma / entry["sigma_path"]
+        if not path.is_file():
+            out["rule not in this checkout"] += 1
+            continue
+        text = path.read_text("utf-8")
+        kql = (corpus / entry["kql_file"]).read_text("utf-8").splitlines()
+        ref = "\n".join(line for line in kql if not line.startswith("//")).strip()
+        try:
+            native = convert_text(text, yaml.safe_load(text)).kql.strip()
+        except SigmaFailure as exc:
+            out[f"not loaded natively ({exc.reason})"] += 1
+            continue
+        registry = str(entry.get("category", "")).startswith("registry")
+        kind = "registry rules" if registry else "other rules"
+        out[f"{kind}: {'the same KQL' if native == ref else 'different KQL'}"] += 1
+    return out
+
+
+def sigma_section(sigma: Path, corpus: Path) -> list[str]:
+    """A SigmaHQ checkout's Windows rules loaded as YAML, and its regression cases."""
+    folder = sigma / "rules" / "windows"
+    t = time.perf_counter()
+    rs, failures = RuleSet.load([folder], builtin=False)
+    secs = time.perf_counter() - t
+    total = len(rs.rules) + len(failures)
+    groups: dict[str, int] = defaultdict(int)
+    for f in failures:
+        m = re.match(r"Sigma rule not converted \(([^)]+)\)", f.message)
+        groups[m.group(1) if m else reason(f.message)] += 1
+    lines = [
+        "",
+        "## SigmaHQ Windows rules as YAML (native loader)",
+        "",
+        f"`etwsensor rules check sigma/rules/windows`: {total} rule files, {len(rs.rules)} loaded, "
+        f"{len(failures)} not ({secs:.1f} s with the caches as they were).",
+        "",
+        "| count | not loaded because |",
+        "|---|---|",
+    ]
+    lines += [f"| {n} | {k} |" for k, n in sorted(groups.items(), key=lambda kv: -kv[1])]
+    lines += fire_section("SigmaHQ Windows rules (YAML)", rs, failures, categories=True)
+    diff = differential(sigma, corpus)
+    lines += [
+        "",
+        "**Native path against the earlier conversions.** The shared corpus's rules converted again by",
+        "the native loader (etwsensor's pipeline) and compared with the corpus's KQL (stock pipeline):",
+        "",
+        "| rules | count |",
+        "|---|---|",
+        *[f"| {k} | {n} |" for k, n in sorted(diff.items())],
+        "",
+        "Identical KQL is identical IR and the same matches; the registry rules differ by design (the",
+        "registry decisions in docs/rules.md), and the regression cases below show which fire.",
+    ]
+    per, misses = sigma_yaml_regression.run(sigma, corpus)
+    lines += [
+        "",
+        "## SigmaHQ regression cases",
+        "",
+        "`python scripts/sigma_yaml_regression.py sigma --corpus ../shared/data/kql/sigma-converted-"
+        "microsoft-xdr`: each case's Sysmon EVTX log read by etwsensor's EVTX input (the rows "
+        "`etwsensor replay case.evtx` evaluates), the case's rule loaded natively (*alerts*) and, where "
+        "the shared corpus has it, as the stock conversion (*stock alerts*). The EVTX input writes registry "
+        "rows in Defender's form (key and value name apart, `HKEY_LOCAL_MACHINE\\…`, DWORD data in "
+        "decimal): the registry figures check the pipeline against that form, not against Defender itself.",
+        "",
+        *sigma_yaml_regression.table(per),
+        "",
+        "Cases that did not alert or whose rule did not load:",
+        "",
+    ]
+    lines += [f"* `{m['rule']}` ({m['category']}): {m['why']}" for m in misses]
+    return lines
+
+
 def render(
     results: dict[str, tuple[int, list[RuleFailure], float]],
     root: Path,
@@ -184,8 +322,9 @@ def render(
     lines = [
         "# KQL coverage of the rule compiler",
         "",
-        "Generated by `python scripts/kql_coverage.py` (runs `etwsensor rules check` over",
-        "`../shared/data/kql/{corpus}`, and `etwsensor hunt` over the hunting corpus). Do not edit by hand.",
+        "Generated by `python scripts/kql_coverage.py --sigma PATH/TO/sigma` (runs `etwsensor rules check`",
+        "and `etwsensor rules coverage` over `../shared/data/kql/{corpus}`, `etwsensor hunt` over the",
+        "hunting corpus, and the Sigma loader over a SigmaHQ checkout). Do not edit by hand.",
         "",
         "| corpus | queries | compiled | % | failed |",
         "|---|---|---|---|---|",
@@ -211,7 +350,15 @@ def render(
             lines.append(f"| {len(items)} | {key.replace('|', '/')} | {examples} |")
     if hunted is not None:
         lines += render_hunt(hunted)
+    for name in results:
+        rs, failures = LOADED[name]
+        lines += fire_section(name, rs, failures, categories=False)
+    if SIGMA is not None:
+        lines += sigma_section(SIGMA, root / "sigma-converted-microsoft-xdr")
     return "\n".join(lines) + "\n"
+
+
+SIGMA: Path | None = None
 
 
 def main() -> int:
@@ -221,7 +368,10 @@ def main() -> int:
     ap.add_argument(
         "--out", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "kql-coverage.md"
     )
+    ap.add_argument("--sigma", type=Path, help="a SigmaHQ checkout: its Windows rules and regression cases")
     args = ap.parse_args()
+    global SIGMA
+    SIGMA = args.sigma
     results: dict[str, tuple[int, list[RuleFailure], float]] = {}
     missing = [name for name in CORPORA if not (args.root / name).is_dir()]
     if missing:  # a partial table would silently replace the tracked one

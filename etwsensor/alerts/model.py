@@ -37,6 +37,9 @@ class AlertRule(BaseModel):
     tactics: list[str]
     techniques: list[str]
     references: list[str]
+    false_positives: list[str] = Field(default_factory=list, description="known benign causes")
+    status: str = Field("", description="the rule's maturity as its file states it (Sigma's status)")
+    source: str = Field("", description="the rule's file, or builtin:<file>")
 
 
 class AlertSensor(BaseModel):
@@ -124,6 +127,9 @@ def build_alert(
             "tactics": list(rule.tactics),
             "techniques": list(rule.techniques),
             "references": list(rule.references),
+            "false_positives": list(rule.false_positives),
+            "status": rule.status,
+            "source": rule.source,
         },
         "reason": reason if isinstance(reason, str) else None,
         "table": table,

@@ -123,6 +123,8 @@ def explain(
         "columns_read": {t: sorted(c) for t, c in rule.plan.columns_read.items()},
         "output_columns": list(rule.plan.columns),
         "branches": branches,
+        "format": rule.format,
+        "query": rule.query,
     }
     if as_json:
         typer.echo(json.dumps(info, ensure_ascii=False))
@@ -141,6 +143,10 @@ def explain(
             or "none (runs on every row)"
         )
         typer.echo(f"  branch {b['table']}: {b['filters']} filters, {b['stages']} stages; prefilter: {shown}")
+    if rule.format == "sigma":  # the KQL etwsensor wrote for it: what runs, and what runs in Defender
+        typer.echo("  KQL (converted from Sigma):")
+        for line in rule.query.splitlines():
+            typer.echo(f"    {line}")
 
 
 def _parse_now(text: str | None) -> datetime | None:
@@ -226,3 +232,60 @@ def test_rule(
     _err(f"{count} rows, {matched} matches, {bad} bad lines")
     if bad:
         raise typer.Exit(exitcodes.DAMAGED_INPUT)  # damaged input: what could be read was still processed
+
+
+@rules_app.command("coverage")
+def coverage_command(
+    paths: list[Path] = typer.Argument(None, help="Rule files or folders (with the built-in pack)."),
+    source: str = typer.Option(
+        "etw",
+        "--source",
+        help="The input: etw (live, or replay with the files' image facts), etl (replay without them), "
+        "evtx (Sysmon logs), rows (Defender row files).",
+    ),
+    no_builtin: bool = typer.Option(False, "--no-builtin", help="Leave the built-in pack out."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout: rules and summary."),
+) -> None:
+    """Which rules can fire on an input: ok, degraded or cannot fire, with the columns it never fills."""
+    from etwsensor.rules.coverage import coverage, profiles
+
+    known = profiles()
+    if source not in known:
+        _err(f"--source: one of {', '.join(known)}")
+        raise typer.Exit(exitcodes.USAGE)
+    missing = [p for p in paths or [] if not p.exists()]
+    if missing:
+        _err(f"{missing[0]}: no such file or folder")
+        raise typer.Exit(exitcodes.USAGE)
+    rs, failures = RuleSet.load(paths or [], builtin=not no_builtin)
+    report = coverage(rs.rules, failures, known[source])
+    summary = report.summary()
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "summary": summary,
+                    "rules": [r.as_json() for r in report.rules],
+                    "not_loaded": [f.as_json() for f in report.not_loaded],
+                },
+                ensure_ascii=False,
+            )
+        )
+        return
+    for r in report.rules:
+        why = ", ".join(r.killing_columns or r.missing_tables or r.missing_action_types or r.missing_columns)
+        typer.echo(f"{r.verdict}\t{r.id}\t{r.category}\t{r.name}\t{why}")
+    typer.echo(
+        f"# source {source}: {summary['rules']} rules: {summary['ok']} ok, {summary['degraded']} degraded, "
+        f"{summary['cannot_fire']} cannot fire; {summary['not_loaded']} not loaded"
+    )
+    typer.echo("# per category: ok / degraded / cannot fire")
+    for category, counts in summary["per_category"].items():
+        typer.echo(f"#   {category}\t{counts['ok']}\t{counts['degraded']}\t{counts['cannot_fire']}")
+    typer.echo("# per missing column: rules that cannot fire / degraded because of it")
+    for entry in summary["per_missing_column"]:
+        typer.echo(f"#   {entry['column']}\t{entry['cannot_fire']}\t{entry['degraded']}")
+    for entry in summary["per_missing_table"]:
+        typer.echo(f"#   table {entry['table']} not produced\t{entry['cannot_fire']}")
+    for entry in summary["per_missing_action_type"]:
+        typer.echo(f"#   ActionType {entry['action_type']} not produced\t{entry['cannot_fire']}")

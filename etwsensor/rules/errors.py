@@ -35,9 +35,16 @@ class RuleFailure:
     line: int
     col: int
     message: str
+    # False: the rule is fine but written for telemetry etwsensor does not produce (a Sigma rule for
+    # another log source); reported by `rules check`, not an error for a run.
+    applicable: bool = True
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.col}: {self.message}"
 
     def as_json(self) -> dict[str, object]:
-        return {"file": self.file, "line": self.line, "col": self.col, "message": self.message}
+        out: dict[str, object] = {"file": self.file, "line": self.line, "col": self.col}
+        out["message"] = self.message
+        if not self.applicable:
+            out["applicable"] = False
+        return out

@@ -32,6 +32,7 @@ from etwsensor.rules.errors import CompileError, RuleFailure
 from etwsensor.rules.frontend import DUCKDB_KQL_VERSION, FrontEndError, locate, parse
 from etwsensor.rules.irnorm import rebalance
 from etwsensor.rules.multimatch import needle_search
+from etwsensor.rules.kql_subset import parse_where_query
 from etwsensor.rules.plan import Branch, Clock, Plan
 from etwsensor.rules.query import QueryCompiler
 from etwsensor.rules.scalars import as_text, regex_tester
@@ -79,6 +80,10 @@ class Rule:
     false_positives: tuple[str, ...] = ()
     references: tuple[str, ...] = ()
     version: str = "1.0.0"
+    status: str = ""  # Sigma's status (stable, test, experimental …)
+    author: str = ""
+    format: str = "kql"  # "kql", "sentinel" or "sigma": what the rule file was written in
+    category: str = ""  # Sigma's logsource category
     plan: Plan | None = field(default=None, repr=False)
 
     @property
@@ -102,6 +107,8 @@ class Rule:
             "tactics": list(self.tactics),
             "tables": list(self.tables),
             "source": self.source,
+            "format": self.format,
+            "status": self.status,
             "query": self.query,
         }
 
@@ -135,8 +142,12 @@ def _cache_key(kql: str) -> str:
     return h.hexdigest()
 
 
-def lower_cached(kql: str, use_cache: bool = True) -> ir.Query:
-    """duckdb-kql's IR for ``kql``, from the cache when it is there (front-end errors too)."""
+def lower_cached(kql: str, use_cache: bool = True, generated: bool = False) -> ir.Query:
+    """duckdb-kql's IR for ``kql``, from the cache when it is there (front-end errors too).
+
+    ``generated``: the text was written by the Sigma converter; its subset of KQL is parsed by
+    ``kql_subset`` (same IR, a hundredth of the time) and only what it leaves goes through ANTLR.
+    """
     path = cache_dir() / f"{_cache_key(kql)}.pickle" if use_cache else None
     if path is not None:
         try:
@@ -149,7 +160,8 @@ def lower_cached(kql: str, use_cache: bool = True) -> ir.Query:
             raise FrontEndError(*cached)
     try:
         check_nesting(kql)  # before the parser, which spends minutes and gigabytes on 50k parentheses
-        query: ir.Query | tuple[int, int, str] = rebalance(parse(kql))
+        fast = parse_where_query(kql) if generated else None
+        query: ir.Query | tuple[int, int, str] = rebalance(fast if fast is not None else parse(kql))
     except FrontEndError as exc:
         query = (exc.line, exc.col, exc.message)
     except RecursionError:  # e.g. 1+1+…+1 with a thousand terms: a chain too long to rebalance
@@ -179,6 +191,7 @@ class _RuleText:
     col_offset: int = 0
     block: bool = False  # a YAML block scalar: every line is indented by col_offset
     correlation: Correlation | None = None  # a Sigma correlation: its query is built from other rules
+    generated: bool = False  # the query was written by a converter (Sigma), not found in the file
 
 
 def _as_tuple(value: Any) -> tuple[str, ...]:
@@ -218,7 +231,63 @@ def _read_kql(path: Path, text: str) -> _RuleText:
     return _RuleText(meta, text)
 
 
-def _read_yaml(path: Path, text: str) -> _RuleText:
+class NotApplicable(FrontEndError):
+    """A valid rule for telemetry etwsensor does not produce (a Sigma log source with no Defender table)."""
+
+
+def _read_sigma(text: str, data: dict[str, Any], use_cache: bool) -> _RuleText:
+    from etwsensor.rules.sigma import SigmaFailure, convert_text
+
+    try:
+        return _sigma_text(convert_text(text, data, use_cache))
+    except SigmaFailure as exc:
+        raise _sigma_failure(exc) from exc
+
+
+def _sigma_text(sr: Any) -> _RuleText:
+    meta: dict[str, Any] = {
+        "id": sr.id,
+        "name": sr.title,
+        "description": sr.description,
+        "severity": sr.severity,
+        "confidence": sr.confidence,
+        "tactics": list(sr.tactics),
+        "techniques": list(sr.techniques),
+        "falsePositives": list(sr.false_positives),
+        "references": list(sr.references),
+        "status": sr.status,
+        "author": sr.author,
+        "format": "sigma",
+        "category": sr.logsource.get("category", ""),
+    }
+    return _RuleText(meta, sr.kql, generated=True)
+
+
+def _sigma_failure(exc: Any) -> FrontEndError:
+    message = f"Sigma rule not converted ({exc.reason}): {exc.message}"
+    error = NotApplicable if exc.reason == "unsupported logsource" else FrontEndError
+    return error(exc.line, exc.col, message)
+
+
+_FAST_YAML = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _read_yaml(path: Path, text: str, use_cache: bool = True) -> _RuleText:
+    from etwsensor.rules.sigma import SigmaFailure, cached_conversion, is_sigma
+
+    if use_cache:  # a Sigma file converted before: no YAML parse at all
+        try:
+            hit = cached_conversion(text)
+        except SigmaFailure as exc:
+            raise _sigma_failure(exc) from exc
+        if hit is not None:
+            return _sigma_text(hit)
+    try:
+        quick = yaml.load(text, Loader=_FAST_YAML)
+    except yaml.YAMLError:
+        quick = None  # reported with its position below
+    if isinstance(quick, dict) and "query" not in quick and is_sigma(quick):
+        return _read_sigma(text, quick, use_cache)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -230,10 +299,12 @@ def _read_yaml(path: Path, text: str) -> _RuleText:
         raise FrontEndError(1, 1, "a rule file is a YAML mapping with at least 'query'")
     if is_correlation(data):
         return _correlation_text(data)
+    if "query" not in data and is_sigma(data):
+        return _read_sigma(text, data, use_cache)
     query = data.get("query")
     if not isinstance(query, str) or not query.strip():
         raise FrontEndError(1, 1, "the rule has no 'query'")
-    rt = _RuleText({k: v for k, v in data.items() if k != "query"}, query)
+    rt = _RuleText({k: v for k, v in data.items() if k != "query"} | {"format": "sentinel"}, query)
     for key_node, value_node in node.value:
         if key_node.value == "query":
             start = value_node.start_mark
@@ -304,10 +375,10 @@ def _with_correlations(
     return [r for r in built if r.id not in silenced] + out, failures
 
 
-def read_rule_text(path: Path, text: str) -> _RuleText:
+def read_rule_text(path: Path, text: str, use_cache: bool = True) -> _RuleText:
     if path.suffix.lower() == ".kql":
         return _read_kql(path, text)
-    return _read_yaml(path, text)
+    return _read_yaml(path, text, use_cache)
 
 
 def _file_position(rt: _RuleText, line: int, col: int) -> tuple[int, int]:
@@ -350,9 +421,9 @@ def check_nesting(kql: str) -> None:
             depth -= 1
 
 
-def compile_rule(kql: str, clock: Clock, use_cache: bool = True) -> Plan:
+def compile_rule(kql: str, clock: Clock, use_cache: bool = True, generated: bool = False) -> Plan:
     """IR (cached) → plan; raises :class:`FrontEndError` with a position in ``kql``."""
-    query = lower_cached(kql, use_cache)
+    query = lower_cached(kql, use_cache, generated)
     try:
         return QueryCompiler(query, clock).compile()
     except CompileError as exc:
@@ -361,15 +432,18 @@ def compile_rule(kql: str, clock: Clock, use_cache: bool = True) -> Plan:
         raise FrontEndError(1, 1, "query too deeply nested") from exc
 
 
-def _read_rule_file(path: Path, shown: str) -> tuple[_RuleText | None, RuleFailure | None]:
+def _read_rule_file(
+    path: Path, shown: str, use_cache: bool = True
+) -> tuple[_RuleText | None, RuleFailure | None]:
     try:
         text = path.read_text("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         return None, RuleFailure(shown, 1, 1, f"cannot read rule file: {exc}")
     try:
-        return read_rule_text(path, text), None
+        return read_rule_text(path, text, use_cache), None
     except FrontEndError as exc:
-        return None, RuleFailure(shown, exc.line, exc.col, exc.message)
+        applicable = not isinstance(exc, NotApplicable)
+        return None, RuleFailure(shown, exc.line, exc.col, exc.message, applicable)
 
 
 def load_rule_file(
@@ -377,7 +451,7 @@ def load_rule_file(
 ) -> tuple[Rule | None, RuleFailure | None]:
     """One rule file → (rule, None) or (None, failure). Never raises for a bad rule."""
     shown = display or str(path)
-    rt, failure = _read_rule_file(path, shown)
+    rt, failure = _read_rule_file(path, shown, use_cache)
     if rt is None:
         return None, failure
     return _build_rule(path, shown, rt, clock, use_cache)
@@ -387,8 +461,10 @@ def _build_rule(
     path: Path, shown: str, rt: _RuleText, clock: Clock, use_cache: bool
 ) -> tuple[Rule | None, RuleFailure | None]:
     try:
-        plan = compile_rule(rt.query, clock, use_cache)
+        plan = compile_rule(rt.query, clock, use_cache, rt.generated)
     except FrontEndError as exc:
+        if rt.generated:  # the position is in the converted KQL, not in the file
+            return None, RuleFailure(shown, 1, 1, f"converted KQL {exc.line}:{exc.col}: {exc.message}")
         line, col = _file_position(rt, exc.line, exc.col)
         return None, RuleFailure(shown, line, col, exc.message)
     except RecursionError:
@@ -411,6 +487,10 @@ def _build_rule(
         false_positives=_as_tuple(m.get("falsePositives")),
         references=_as_tuple(m.get("references")),
         version=str(m.get("version") or "1.0.0"),
+        status=str(m.get("status") or ""),
+        author=str(m.get("author") or ""),
+        format=str(m.get("format") or "kql"),
+        category=str(m.get("category") or "") if m.get("format") == "sigma" else "",
         plan=plan,
     )
     return rule, None
@@ -429,7 +509,9 @@ def prewarm(queries: list[str]) -> None:
     """
     base = cache_dir()
     cold = [q for q in dict.fromkeys(queries) if not (base / f"{_cache_key(q)}.pickle").is_file()]
-    workers = min(os.cpu_count() or 1, 8)
+    # The cores this process may run on (taskset), not the machine's.
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = min(cores, 8)
     if len(cold) < PREWARM_MIN or workers < 2:
         return
     from concurrent.futures import ProcessPoolExecutor
@@ -774,7 +856,7 @@ class RuleSet:
         texts: list[tuple[Path, str, _RuleText]] = []
         for path, display in sources:
             shown = display or str(path)
-            rt, failure = _read_rule_file(path, shown)
+            rt, failure = _read_rule_file(path, shown, use_cache)
             if rt is None:
                 assert failure is not None
                 failures.append(failure)
@@ -783,7 +865,7 @@ class RuleSet:
         correlations = [t for t in texts if t[2].correlation is not None]
         texts = [t for t in texts if t[2].correlation is None]
         if use_cache:
-            prewarm([rt.query for _p, _s, rt in texts])
+            prewarm([rt.query for _p, _s, rt in texts if not rt.generated])  # Sigma: kql_subset is fast
         for path, shown, rt in texts:
             rule, failure = _build_rule(path, shown, rt, clock, use_cache)
             if failure is not None:
