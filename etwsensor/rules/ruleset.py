@@ -31,8 +31,8 @@ from duckdb_kql import ir
 from etwsensor.rules.errors import CompileError, RuleFailure
 from etwsensor.rules.frontend import DUCKDB_KQL_VERSION, FrontEndError, locate, parse
 from etwsensor.rules.irnorm import rebalance
-from etwsensor.rules.multimatch import needle_search
 from etwsensor.rules.kql_subset import parse_where_query
+from etwsensor.rules.multimatch import needle_search
 from etwsensor.rules.plan import Branch, Clock, Plan
 from etwsensor.rules.query import QueryCompiler
 from etwsensor.rules.scalars import as_text, regex_tester
@@ -284,8 +284,8 @@ def _read_yaml(path: Path, text: str, use_cache: bool = True) -> _RuleText:
             return _sigma_text(hit)
     try:
         quick = yaml.load(text, Loader=_FAST_YAML)
-    except yaml.YAMLError:
-        quick = None  # reported with its position below
+    except Exception:  # bad YAML (or too deep): the checked path below reports it with its position
+        quick = None
     if isinstance(quick, dict) and "query" not in quick and is_sigma(quick):
         return _read_sigma(text, quick, use_cache)
     try:
