@@ -41,6 +41,12 @@ class AccountResolver:
             domain, sep, name = account.rpartition("\\")
             self._known[sid.upper()] = (domain, name) if sep else ("", account)
 
+    def add(self, sid: str, account: str) -> tuple[str, str]:
+        """A name learned while tracing (an etwsensor-HostFacts Account event); its (domain, name)."""
+        domain, sep, name = account.rpartition("\\")
+        pair = self._known[sid.upper()] = (domain, name) if sep else ("", account)
+        return pair
+
     def resolve(self, sid: str) -> tuple[str, str]:
         """(AccountDomain, AccountName); ("", "") when the SID is unknown or empty."""
         if not sid:

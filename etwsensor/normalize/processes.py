@@ -139,6 +139,8 @@ class ProcessTracker:
         # stream, so later starts are written at once
         self._unpaired_classic = 0
         self._unpaired_manifest = 0
+        # ProcessToken facts read live from the token (etwsensor-HostFacts), waiting for their start
+        self._tokens: dict[int, tuple[datetime, str, str]] = {}
         self.hits = 0
         self.misses = 0
         self.evictions = 0
@@ -176,7 +178,42 @@ class ProcessTracker:
             ("Process", "Start"): self._classic_start,
             ("Process", "DCStart"): self._classic_rundown,
             ("Process", "End"): self._classic_end,
+            ("etwsensor-HostFacts", "ProcessToken"): self._token,
+            ("etwsensor-HostFacts", "Account"): self._account,
         }
+
+    # --- facts read from the live host (written into recordings before the start they belong to) ---
+
+    def _token(self, ev: RawEvent) -> None:
+        f = ev.fields
+        pid = f["ProcessId"]
+        if type(pid) is not int:
+            raise TypeError("ProcessToken: ProcessId must be an integer")
+        integrity = INTEGRITY_LEVELS.get(f.get("MandatoryLabel") or "", "")
+        elevation = TOKEN_ELEVATION_TYPES.get(f.get("ProcessTokenElevationType") or 0, "")
+        tokens = self._tokens
+        if len(tokens) >= 4096 and pid not in tokens:
+            del tokens[next(iter(tokens))]  # starts that never came: the oldest goes
+        tokens[pid] = (ev.ts, integrity, elevation)
+
+    def _with_token(self, proc: Process) -> None:
+        """Integrity and elevation the start event lacks, from the token read live (the event wins).
+        The token event has its start's timestamp: one left over from a start never seen is dropped."""
+        token = self._tokens.pop(proc.pid, None) if self._tokens else None
+        if token is not None and abs(token[0] - proc.first_seen) <= MERGE_WINDOW:
+            proc.integrity = proc.integrity or token[1]
+            proc.elevation = proc.elevation or token[2]
+            proc.changed()
+
+    def _account(self, ev: RawEvent) -> None:
+        sid, account = ev.fields["Sid"], ev.fields["Account"]
+        if not isinstance(sid, str) or not isinstance(account, str) or not sid or not account:
+            raise TypeError("Account: Sid and Account must be non-empty strings")
+        domain, name = self._accounts.add(sid, account)
+        for proc in self._by_pid.values():  # processes already known by this SID name it from now on
+            if proc.sid.upper() == sid.upper() and not proc.account_name:
+                proc.account_domain, proc.account_name = domain, name
+                proc.changed()
 
     # --- time ----------------------------------------------------------------------------------
 
@@ -285,6 +322,7 @@ class ProcessTracker:
             return
         proc = Process(pid=pid, parent_pid=f.get("ParentProcessID", -1), first_seen=ev.ts, rundown=False)
         self._apply_manifest(proc, f)
+        self._with_token(proc)
         self._insert(proc)
         self._wait_or_emit(proc, self._classic_seen or not self._unpaired_manifest)
 
@@ -298,6 +336,7 @@ class ProcessTracker:
             return
         proc = Process(pid=pid, parent_pid=f.get("ParentId", -1), first_seen=ev.ts, rundown=False)
         self._apply_classic(proc, f)
+        self._with_token(proc)
         self._insert(proc)
         self._wait_or_emit(proc, self._manifest_seen or not self._unpaired_classic)
 
@@ -327,6 +366,7 @@ class ProcessTracker:
             self._apply_manifest(proc, fields)
             if not fields.get("ImageName"):
                 proc.folder_path = first_path
+        self._with_token(proc)
         proc.first_seen = min(proc.first_seen, ts)
         if pending:
             del self._pending[pid]
@@ -348,6 +388,7 @@ class ProcessTracker:
         if proc is None or proc.unique_key not in (None, key):
             proc = Process(pid=pid, parent_pid=f.get("ParentId", -1), first_seen=ev.ts, rundown=True)
             self._apply_classic(proc, f)
+            self._with_token(proc)
             self._insert(proc)
         elif not proc.has_classic:
             self._apply_classic(proc, f)
@@ -363,6 +404,7 @@ class ProcessTracker:
         if proc is None or proc.create_time not in (None, create_time):
             proc = Process(pid=pid, parent_pid=f.get("ParentProcessID", -1), first_seen=ev.ts, rundown=True)
             self._apply_manifest(proc, f)
+            self._with_token(proc)
             self._insert(proc)
         elif not proc.has_manifest:
             first_path = proc.folder_path

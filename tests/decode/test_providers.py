@@ -50,6 +50,7 @@ def test_every_required_provider_is_defined() -> None:
         "Microsoft-Windows-Kernel-EventTracing": "b675ec37-bdb6-4648-bc92-f3fdc74d3ca2",
         "Microsoft-Windows-Win32k": "8c416c79-d49b-4f01-a467-e56d3aa8234c",
         "etwsensor-ImageFacts": "b9ca8bb6-4ced-5ad3-a5b5-8f9d2d097412",  # etwsensor's own recording event
+        "etwsensor-HostFacts": "5236470b-4fde-5baf-91f0-931f546dfd26",  # likewise: tokens, SID names
     }
     assert {n: p.guid for n, p in provs.items()} == expected
 

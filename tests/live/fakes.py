@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from etwsensor.sources.live.hostfacts import TokenInfo
+
 UNC_DEVICE = "\\Device\\LanmanRedirector\\;Z:0\\srv\\share"
 
 
@@ -10,6 +12,9 @@ class FakeHost:
         self.drives = {"C:": "\\Device\\HarddiskVolume3", "Z:": UNC_DEVICE}
         self.lookups: list[str] = []
         self.pointer_size = os_pointer_size
+        self.accounts = {"S-1-5-21-1-2-3-1001": "CONTOSO\\alice"}  # SID → name; others do not resolve
+        self.tokens: dict[int, TokenInfo] = {}  # pid → token; other pids have exited
+        self.token_reads: list[int] = []
 
     def logical_drives(self) -> list[str]:
         return [*self.drives, "Q:"]
@@ -19,7 +24,11 @@ class FakeHost:
 
     def lookup_account_sid(self, sid: str) -> str | None:
         self.lookups.append(sid)
-        return {"S-1-5-21-1-2-3-1001": "CONTOSO\\alice"}.get(sid)
+        return self.accounts.get(sid)
+
+    def process_token(self, pid: int) -> TokenInfo | None:
+        self.token_reads.append(pid)
+        return self.tokens.get(pid)
 
     def profile_sids(self) -> list[str]:
         return ["S-1-5-18", "S-1-5-21-1-2-3-1001"]

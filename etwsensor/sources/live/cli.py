@@ -289,8 +289,12 @@ def run_live(
                 return {"replan": True, "plan_error": str(exc)}
             return {"replan": wanted != plan, "sessions": list(wanted.session_names())}
 
+    from etwsensor.normalize.accounts import WELL_KNOWN_SIDS
+    from etwsensor.sources.live.hostfacts import HostFacts
+
+    host_facts = HostFacts(host, {*header.sids, *WELL_KNOWN_SIDS})  # tokens and new SIDs' names
     loop = LiveLoop(records, decoder, normalizer, detector, [sinks], recorder, reloader=options.reloader,
-                    replan=replan, exporter=exporter)  # fmt: skip
+                    replan=replan, exporter=exporter, host_facts=host_facts)  # fmt: skip
     callback = RecordCallback(records)
     sessions = make_sessions(plan, callback)
     host_ids = (header.host.name, header.host.device_id)
@@ -347,6 +351,7 @@ def run_live(
                 options.reloader.stop()
             if facts_worker is not None:
                 facts_worker.close()
+            host_facts.close()
             if recorder is not None:
                 recorder.close()
             sinks.close()
@@ -359,7 +364,7 @@ def run_live(
     doc["live"] = {"queue": records.stats(), "health": watchdog.state(), "worker_errors": loop.errors,
                    "ended": ended, "warnings": list(sessions.warnings),
                    "reorder": {"reordered": loop.reorder.reordered, "late": loop.reorder.late},
-                   "bad_records": callback.bad}  # fmt: skip
+                   "bad_records": callback.bad, "host_facts": host_facts.stats()}  # fmt: skip
     if facts is not None:
         doc["enrich"] = {"inputs": {detector.source: {"source": "this host", **facts.stats()}}}
     if recorder is not None:

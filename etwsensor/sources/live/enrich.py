@@ -10,14 +10,20 @@ import ctypes
 import platform
 import socket
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from etwsensor.events import RawEvent
 from etwsensor.sources.header import HostInfo, RecordingHeader
+from etwsensor.sources.live.hostfacts import TokenInfo
 
 SYSTEM_CONFIG_EX = "9b79ee91-b5fd-41c0-a243-4248e266e9d0"  # VolumeMapping records (CORRECTIONS §3)
 PROFILE_LIST = r"SOFTWARE\Microsoft\Windows NT\CurrentVersion\ProfileList"
+PROCESS_QUERY_LIMITED_INFORMATION = 0x1000  # enough for the token of any non-protected process
+TOKEN_QUERY = 0x0008
+TOKEN_ELEVATION_TYPE_CLASS = 18  # TOKEN_INFORMATION_CLASS TokenElevationType
+TOKEN_INTEGRITY_LEVEL_CLASS = 25  # TokenIntegrityLevel: a TOKEN_MANDATORY_LABEL
+FILETIME_EPOCH = datetime(1601, 1, 1, tzinfo=UTC)
 
 
 class HostApi(Protocol):
@@ -32,6 +38,10 @@ class HostApi(Protocol):
 
     def profile_sids(self) -> list[str]:
         """SIDs with a user profile on this host (the accounts likely to run processes)."""
+
+    def process_token(self, pid: int) -> TokenInfo | None:
+        """Integrity RID, elevation type and creation time of a running process; None when it is gone
+        (or cannot be opened)."""
 
     def host_name(self) -> str: ...
 
@@ -159,6 +169,37 @@ class WindowsHostApi:
             return f"{domain.value}\\{name.value}" if domain.value else name.value
         finally:
             self._k32.LocalFree(psid)
+
+    def process_token(self, pid: int) -> TokenInfo | None:
+        k32, adv = self._k32, self._adv
+        handle = k32.OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid)
+        if not handle:
+            return None  # exited already (ERROR_INVALID_PARAMETER) or protected (ERROR_ACCESS_DENIED)
+        try:
+            times = [ctypes.c_uint64() for _ in range(4)]
+            ok = k32.GetProcessTimes(handle, *(ctypes.byref(t) for t in times))
+            created = FILETIME_EPOCH + timedelta(microseconds=times[0].value // 10) if ok else None
+            token = ctypes.c_void_p()
+            if not adv.OpenProcessToken(handle, TOKEN_QUERY, ctypes.byref(token)):
+                return None
+            try:
+                size = ctypes.c_uint32()
+                elevation = ctypes.c_uint32()
+                ok = adv.GetTokenInformation(token, TOKEN_ELEVATION_TYPE_CLASS, ctypes.byref(elevation),
+                                             4, ctypes.byref(size))  # fmt: skip
+                elevation_type = elevation.value if ok else None
+                label = ctypes.create_string_buffer(64)  # SID_AND_ATTRIBUTES, then the label's SID
+                rid = None
+                if adv.GetTokenInformation(token, TOKEN_INTEGRITY_LEVEL_CLASS, label, len(label),
+                                           ctypes.byref(size)):  # fmt: skip
+                    sid = ctypes.c_void_p.from_buffer(label).value  # TOKEN_MANDATORY_LABEL.Label.Sid
+                    count = adv.GetSidSubAuthorityCount(sid).contents.value
+                    rid = adv.GetSidSubAuthority(sid, count - 1).contents.value if count else None
+            finally:
+                k32.CloseHandle(token)
+        finally:
+            k32.CloseHandle(handle)
+        return TokenInfo(rid, elevation_type, created)
 
     def profile_sids(self) -> list[str]:
         import winreg  # type: ignore[import-not-found,unused-ignore]

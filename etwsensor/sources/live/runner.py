@@ -27,6 +27,7 @@ from etwsensor.rules import RowGate, RuleSet
 from etwsensor.rules.reload import RuleReloader
 from etwsensor.sources.live.callback import RecordQueue
 from etwsensor.sources.live.health import EVENT_TRACING, Watchdog
+from etwsensor.sources.live.hostfacts import HOSTFACTS_PROVIDER, START_PROVIDERS, HostFacts
 from etwsensor.sources.recording import RecordingWriter
 
 
@@ -121,6 +122,7 @@ class LiveLoop:
         reloader: RuleReloader | None = None,
         replan: Callable[[RuleSet], dict[str, Any]] | None = None,
         exporter: RowExporter | None = None,
+        host_facts: HostFacts | None = None,
     ) -> None:
         self.records = records
         self.decoder = decoder
@@ -133,6 +135,7 @@ class LiveLoop:
         self.reloader = reloader  # hot reload: a rule set compiled aside goes live between two events
         self.replan = replan  # what a reloaded set would need of the sessions (for the reload record)
         self.exporter = exporter  # trace --export: every row also goes to the Parquet dataset
+        self.host_facts = host_facts  # tokens and SID names read from this host (sources/live/hostfacts.py)
         self._gates: Mapping[str, RowGate] = detector.ruleset.row_gates()
         self.summary = ReplaySummary(inputs=[detector.source])
         self.clock: datetime | None = None
@@ -179,6 +182,11 @@ class LiveLoop:
             if self.watchdog is not None:
                 self.watchdog.on_event(ev)
             return
+        if self.host_facts is not None and ev.provider in START_PROVIDERS:
+            token = self.host_facts.on_start(ev)
+            if token is not None:  # same timestamp, pushed first: it leaves the window just before the start
+                for due in self.reorder.push(token):
+                    self.on_event(due)
         for due in self.reorder.push(ev):
             self.on_event(due)
 
@@ -187,6 +195,9 @@ class LiveLoop:
         with self._lock:
             if self.reloader is not None and self.reloader.ready:
                 self._reload()
+            if self.host_facts is not None and ev.provider != HOSTFACTS_PROVIDER:
+                for account in self.host_facts.take_accounts(ev):  # names learned go before the event
+                    self.on_event(account)
             self.summary.events += 1
             if self.clock is None or ev.ts > self.clock:
                 self.clock = ev.ts

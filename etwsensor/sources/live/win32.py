@@ -46,6 +46,10 @@ ADVAPI32: dict[str, Signature] = {
         (c_wchar_p, c_void_p, c_wchar_p, POINTER(c_uint32), c_wchar_p, POINTER(c_uint32), POINTER(c_uint32)),
         c_int32,
     ),
+    "OpenProcessToken": ((c_void_p, c_uint32, POINTER(c_void_p)), c_int32),
+    "GetTokenInformation": ((c_void_p, c_uint32, c_void_p, c_uint32, POINTER(c_uint32)), c_int32),
+    "GetSidSubAuthorityCount": ((c_void_p,), POINTER(c_uint8)),
+    "GetSidSubAuthority": ((c_void_p, c_uint32), POINTER(c_uint32)),
 }
 
 KERNEL32: dict[str, Signature] = {
@@ -54,6 +58,9 @@ KERNEL32: dict[str, Signature] = {
     "LocalFree": ((c_void_p,), c_void_p),
     "GetCurrentProcess": ((), c_void_p),
     "IsWow64Process": ((c_void_p, POINTER(c_int32)), c_int32),
+    "OpenProcess": ((c_uint32, c_int32, c_uint32), c_void_p),
+    "CloseHandle": ((c_void_p,), c_int32),
+    "GetProcessTimes": ((c_void_p, *(POINTER(c_uint64),) * 4), c_int32),  # FILETIME: two DWORDs
 }
 
 SHELL32: dict[str, Signature] = {"IsUserAnAdmin": ((), c_int32)}
