@@ -43,6 +43,7 @@ _STARTS = {
 START_PROVIDERS = frozenset(p for p, _ in _STARTS)
 PID_REUSE_SLACK = timedelta(seconds=1)  # a token created this long after its start event is another process
 REREAD_WINDOW = timedelta(milliseconds=100)  # the other half of the same start (classic + Kernel-Process)
+SID_WAIT_SECONDS = 0.010  # the longest a start waits for its own SID's name (as rows wait for image facts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,10 +76,10 @@ class HostFacts:
     """Token and SID facts for the live loop; ``close`` at the end (stops the lookup thread)."""
 
     def __init__(self, api: Any, known_sids: set[str] | frozenset[str] = frozenset(),
-                 wait_seconds: float = 0.010, max_sids: int = 4096) -> None:  # fmt: skip
+                 wait_seconds: float | None = None, max_sids: int = 4096) -> None:  # fmt: skip
         self._api = api
         self._read_token = getattr(api, "process_token", None)  # optional in a HostApi
-        self.wait_seconds = wait_seconds
+        self.wait_seconds = SID_WAIT_SECONDS if wait_seconds is None else wait_seconds
         self._max_sids = max_sids
         self._seen: set[str] = {s.upper() for s in known_sids}  # asked (or known from the header)
         self._pending: dict[str, Future[str | None]] = {}
