@@ -4,6 +4,7 @@
     python scripts/bench.py decode [--etl FILE] [--repeat N]
     python scripts/bench.py replay [--events N] [--enrich]
     python scripts/bench.py evtx [--rounds N] [--inputs K] [--sigma DIR]
+    python scripts/bench.py stateful [--events N]
                                  [--zircolite DIR --zircolite-python PY]
     python scripts/bench.py normalize|rules|sinks|startup|live|hunt [their options] (scripts/bench_<stage>.py)
 
@@ -15,6 +16,8 @@ replay: end to end (recording → decode → normalize → built-in rules → al
 recording scaled up to >= 1M events (bench-data/, git-ignored; made once), events/s; and the alert
 latency (event read from the source → alert written by the sink) p50/p99 in streaming mode.
 
+stateful: one replay of the scaled demo with the built-in pack and two heavier stateful rules (every
+image load and file row reach their state): events/s, peak RSS, and the state held at the end.
 evtx: EVTX → rows → rules, end to end as `etwsensor replay FILE.evtx` runs it, events/s on one core, with
 the built-in pack and (``--sigma DIR``: the SigmaHQ rules converted to KQL) with the Sigma corpus. The
 EVTX is made from the chunks of the real Sysmon/Security test files (tests/data/windows) repeated
@@ -236,6 +239,58 @@ def bench_replay(
     return result
 
 
+# Stateful rules heavier than the built-in pack's: every image load and every file row reach the state.
+STATEFUL_RULES = {
+    "loads_per_process.kql": "DeviceImageLoadEvents\n"
+    "| summarize loads = count(), dlls = dcount(FileName), some = make_set(FileName, 16)\n"
+    "    by DeviceId, InitiatingProcessId, InitiatingProcessFileName, bin(Timestamp, 5m)\n"
+    "| where dlls >= 40\n",
+    "process_then_file.kql": "DeviceProcessEvents\n"
+    "| join kind=inner (DeviceFileEvents | project DeviceId, InitiatingProcessId, FilePath = FolderPath,\n"
+    "    WrittenAt = Timestamp) on DeviceId, $left.ProcessId == $right.InitiatingProcessId\n"
+    "| where WrittenAt between (Timestamp .. (Timestamp + 2m))\n",
+}
+
+
+def bench_stateful(events: int) -> dict[str, object]:
+    """One replay of the scaled demo with the built-in pack (two stateful rules) and two heavier stateful
+    rules: events/s, peak RSS, and what the stateful rules hold at the end of the input (before the
+    flush), which must not grow with the number of events."""
+    import resource
+    import tempfile
+
+    from bench_rules import calibration_ns
+
+    from etwsensor.pipeline import Detector, replay
+    from etwsensor.rules import RuleSet
+
+    path = ROOT / "bench-data" / f"replay-{events // 1000}k.jsonl.zst"
+    if not path.exists():
+        scaled_demo(path, events)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, text in STATEFUL_RULES.items():
+            (Path(tmp) / name).write_text(text)
+        ruleset, failures = RuleSet.load([Path(tmp)], builtin=True)
+    assert not failures, failures
+    calibration = calibration_ns()
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    summary = replay([path], Detector(ruleset, str(path)), [])
+    secs = time.perf_counter() - t0
+    return {
+        "file": str(path.relative_to(ROOT)),
+        "events": summary.events,
+        "rows": summary.rows.total(),
+        "seconds": round(secs, 2),
+        "events_per_s": round(summary.events / secs),
+        "calibration_ns": round(calibration),
+        "peak_rss_mb_before_replay": round(rss_before / 1024),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "alerts": sum(summary.alerts.values()),
+        "stateful_rules_at_end": summary.state,
+    }
+
+
 WINDOWS_DATA = ROOT / "tests" / "data" / "windows"
 
 
@@ -367,7 +422,7 @@ def main() -> None:
         runpy.run_path(str(script), run_name="__main__")
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["decode", "replay", "evtx"], help="which stage to measure")
+    ap.add_argument("what", choices=["decode", "replay", "evtx", "stateful"], help="which stage to measure")
     ap.add_argument("--rounds", type=int, default=100, help="evtx: copies of the test chunks in the file")
     ap.add_argument("--inputs", type=int, default=10, help="evtx: times the file is given to replay")
     ap.add_argument(
@@ -390,6 +445,8 @@ def main() -> None:
         )
     elif args.what == "decode":
         result = bench_decode(args.etl, args.repeat)
+    elif args.what == "stateful":
+        result = bench_stateful(args.events)
     else:
         result = bench_replay(args.events, args.repeat, args.enrich, args.rules)
     json.dump({"bench": args.what, "machine": machine, **result}, sys.stdout, indent=2)

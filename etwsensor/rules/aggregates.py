@@ -154,11 +154,17 @@ AGGREGATIONS = (
 )
 
 
+# Kusto's deprecated spellings, still common in published hunting queries.
+ALIASES = {"makeset": "make_set", "makelist": "make_list"}
+
+
 def compile_aggregate(
     named: ir.NamedExpr, scope: Scope, input_columns: dict[str, str], key_names: set[str]
 ) -> Aggregate:
     """One ``name = agg(...)`` of a summarize, over rows with ``input_columns``."""
     node = named.expr
+    if isinstance(node, ir.FunctionCall) and node.name in ALIASES:
+        node = ir.FunctionCall(ALIASES[node.name], node.args)
     if not isinstance(node, ir.FunctionCall) or node.name not in AGGREGATIONS:
         what = node.name if isinstance(node, ir.FunctionCall) else type(node).__name__
         raise CompileError(

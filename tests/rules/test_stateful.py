@@ -238,3 +238,13 @@ def test_builtin_correlation_rules_alert_once_on_the_demo_keylogger(tmp_path: Pa
     assert len(signals[0]["report_ids"]) >= 3
     summary = json.loads(r.stderr.strip().splitlines()[-1])
     assert set(summary["stateful_rules"]) == {JOIN_RULE, SIGNALS_RULE}
+
+
+def test_deprecated_aggregation_spellings_are_accepted() -> None:
+    rs = _ruleset(
+        f"{TABLE} | summarize s = makeset(InitiatingProcessId), l = makelist(ReportId) by bin(Timestamp, 1h)"
+    )
+    rs.evaluate(TABLE, _reg(1, T0, 5), T0)
+    rs.evaluate(TABLE, _reg(2, T0, 5), T0)
+    (m,) = rs.flush()
+    assert m.row["s"] == [5] and m.row["l"] == [1, 2]
