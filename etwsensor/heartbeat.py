@@ -64,6 +64,10 @@ class HeartbeatRecord(BaseModel):
     sinks: dict[str, dict[str, Any]] = Field(
         description="per sink: delivered, spooled, pending, dropped, lost, dead_letters"
     )
+    stateful_rules: dict[str, dict[str, int]] = Field(
+        default_factory=dict,
+        description="per stateful rule (windowed summarize, join): state held, evicted, late, emitted",
+    )
 
 
 @dataclass(slots=True)
@@ -80,6 +84,7 @@ class PipelineSnapshot:
     rules_count: int = 0
     rule_errors: int = 0
     sinks: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    stateful: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
 
 def ruleset_version(rules: Iterable[Any]) -> str:
@@ -222,6 +227,7 @@ class Heartbeat:
                 }
                 for name, state_ in snap.sinks.items()
             },
+            "stateful_rules": {rule: dict(stats) for rule, stats in snap.stateful.items()},
         }
         self.send(record)
         self.sent += 1

@@ -311,6 +311,7 @@ def replay(
             events=summary.events, rows=rows, alerts=alerts, events_by_provider=by_provider or {},
             rules_version=ruleset_version(detector.ruleset.rules), rules_count=len(detector.ruleset.rules),
             rule_errors=sum(detector.ruleset.errors.values()), sinks=sink_states(sink_list),
+            stateful=detector.ruleset.state_stats(),
         )  # fmt: skip
 
     if heartbeat is not None:

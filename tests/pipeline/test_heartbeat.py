@@ -81,6 +81,9 @@ def test_replay_sends_heartbeats_on_every_sink_in_its_format(tmp_path: Path) -> 
     version = ruleset_version(builtin.rules)
     assert beats[-1]["rules"] == {"version": version, "count": len(builtin.rules), "errors": 0}
     assert set(beats[-1]["rates"]["events_per_second_by_provider"]) >= {"Process", "Image"}
+    stateful = beats[-1]["stateful_rules"]  # the built-in correlation rules' bounded state
+    assert stateful and set(stateful) == set(summary["stateful_rules"])
+    assert all({"evicted", "late"} <= set(stats) for stats in stateful.values())
     assert beats[-1]["process"]["rss_bytes"] > 0
     for beat in beats:
         HeartbeatRecord.model_validate(beat)

@@ -439,6 +439,7 @@ def live_snapshot(loop: Any, records: Any, watchdog: Any, sinks: Any) -> Pipelin
         queue_depth=len(records), rules_version=ruleset_version(ruleset.rules),
         rules_count=len(ruleset.rules), rule_errors=sum(ruleset.errors.values()),
         sinks=sink_states([sinks]) if sinks is not None else {},
+        stateful=ruleset.state_stats(),
     )  # fmt: skip
 
 
