@@ -154,7 +154,8 @@ def test_planned_events_exist_in_providers_and_the_normalizer_consumes_them() ->
     every_action = {t: {a for a in acts if a} for t, acts in needs.TABLES.items()}
     wanted = events_needed(every_action, classic_fallback=True)
     n = Normalizer()
-    handled = {**n.processes.handlers(), **n.images.handlers(), **n.registry.handlers(), **n.files.handlers()}
+    handled = {**n.processes.handlers(), **n.images.handlers(), **n.registry.handlers(), **n.files.handlers(),
+               **n.win32k.handlers()}  # fmt: skip
     by_name = {p.name: p for p in load_providers()}
     for provider, events in wanted.items():
         for event in events:
@@ -190,3 +191,22 @@ def test_logman_records_only_the_classes_the_tables_need() -> None:
     assert "Microsoft-Windows-Kernel-File" not in wpr_profile(process_only)
     assert "edd08927" not in wpr_profile(process_only)
     assert logman_commands(build_plan({})) == []
+
+
+def test_win32k_is_enabled_only_when_a_rule_reads_device_events(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    no_device_events = rules_plan(tmp_path / "a", proc='DeviceProcessEvents | where FileName == "x.exe"')
+    assert "Microsoft-Windows-Win32k" not in providers_of(no_device_events)
+    hooks = rules_plan(tmp_path / "b", h='DeviceEvents | where ActionType == "SetWindowsHookExApiCall"')
+    w = hooks.provider("Microsoft-Windows-Win32k")
+    assert w is not None and w.guid == "8c416c79-d49b-4f01-a467-e56d3aa8234c"
+    assert (w.keywords, w.event_ids) == (0x400, (1002,))  # AuditApiCalls, only the hook event
+    assert [(f.type, f.event_ids) for f in w.filters] == [(EVENT_FILTER_TYPE_EVENT_ID, (1002,))]
+    assert "Microsoft-Windows-Kernel-Process" in providers_of(hooks)  # Initiating* need the process table
+
+
+def test_the_builtin_pack_enables_the_three_win32k_audit_events() -> None:
+    ruleset, _ = RuleSet.load([], builtin=True)
+    w = plan_for_rules(ruleset).provider("Microsoft-Windows-Win32k")
+    assert w is not None and (w.keywords, w.event_ids) == (0x400, (1001, 1002, 1003))

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 KERNEL_PROCESS = "Microsoft-Windows-Kernel-Process"
 KERNEL_FILE = "Microsoft-Windows-Kernel-File"
 KERNEL_REGISTRY = "Microsoft-Windows-Kernel-Registry"
+WIN32K = "Microsoft-Windows-Win32k"
 
 Needs = Mapping[str, tuple[str, ...]]  # provider or class name → event names
 
@@ -57,6 +58,14 @@ TABLES: Mapping[str, Mapping[str | None, Needs]] = {
         # Cleanup: the delete of a file opened FILE_DELETE_ON_CLOSE.
         "FileDeleted": {KERNEL_FILE: ("DeletePath", "SetDelete", "Cleanup")},
         "FileRenamed": {KERNEL_FILE: ("RenamePath",)},
+    },
+    "DeviceEvents": {
+        # Win32k API audit events (keyword AuditApiCalls 0x400); whether an unprotected consumer gets them
+        # is probed at start (docs/live-tracing.md).
+        None: {},
+        "GetAsyncKeyStateApiCall": {WIN32K: ("GetAsyncKeyState",)},
+        "SetWindowsHookExApiCall": {WIN32K: ("SetWindowsHookEx",)},
+        "RegisterRawInputDevicesApiCall": {WIN32K: ("RegisterRawInputDevices",)},
     },
 }
 
