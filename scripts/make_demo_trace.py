@@ -17,7 +17,12 @@ keylogger episode modelled on Atomic Red Team T1056.001:
   ``…\\ControlSet001\\Services\\kbdhook`` (by services.exe) and ``…\\CurrentControlSet\\Services\\kbdhook``
   (by reg.exe; the only one the seed matches);
 * a DirectInput keylogger in the user's Temp folder writing
-  ``HKEY_CURRENT_USER\\<SID>\\Software\\Microsoft\\DirectInput\\MostRecentApplication`` values.
+  ``HKEY_CURRENT_USER\\<SID>\\Software\\Microsoft\\DirectInput\\MostRecentApplication`` values;
+* keyboard capture as Microsoft-Windows-Win32k's API audit events report it (DeviceEvents): the
+  PowerShell loop polling GetAsyncKeyState in the background, a low-level and a global keyboard hook
+  from a dropper in AppData, raw keyboard input with RIDEV_INPUTSINK and no visible window — and the
+  benign look-alikes that must stay quiet: an IME's global hook DLL and a screen reader's hook and
+  raw-input sink under Program Files, a game polling keys and reading raw input while it has the focus.
 
 Usage: python scripts/make_demo_trace.py [--out examples/demo.jsonl.zst]
 """
@@ -822,6 +827,85 @@ def keylogger_episode(host: Host, procs: dict[str, Proc]) -> None:
     host.end(ps, sec(DURATION_S - 4))
 
 
+WIN32K = "Microsoft-Windows-Win32k"
+WH_KEYBOARD, WH_KEYBOARD_LL = 2, 13
+RIDEV_INPUTSINK = 0x100
+
+
+def _raw_input(
+    host: Host, proc: Proc, ts: datetime, usage: int, flags: int, windows: int, visible: int
+) -> None:
+    """RegisterRawInputDevices (Win32k 1001) for one HID device of the Generic Desktop page."""
+    host.t.add(WIN32K, "RegisterRawInputDevices", ts, proc.pid, ReturnValue=1, UsagePage=1, Usage=usage,
+               Flags=flags, hwndTarget=0x1_0000 + proc.pid, ThreadStartAddress=0x7FF7_1000_0000 + proc.pid,
+               ThreadId=proc.pid + 4, cWindows=windows, cVisWindows=visible, ProcessId=proc.pid,
+               ProcessCreateTime=proc.created, ProcessStartKey=0x2_0000_0000 + proc.pid,
+               ThreadStartAddressMappedModuleName=nt(proc.path))  # fmt: skip
+
+
+def _hook(host: Host, proc: Proc, ts: datetime, filter_type: int, library: str = "") -> None:
+    """SetWindowsHookEx (Win32k 1002), successful: ReturnValue is the HHOOK."""
+    host.t.add(WIN32K, "SetWindowsHookEx", ts, proc.pid, FilterType=filter_type, pstrLib=library,
+               hmod=0x7FF8_0000_0000 if library else 0, pfnFilterProc=0x7FF8_0000_1230,
+               ReturnValue=0x2_0000 + host.rng.randrange(0x10, 0xFFF0, 2))  # fmt: skip
+
+
+def key_capture_episodes(host: Host, procs: dict[str, Proc]) -> None:
+    """Keyboard capture as Win32k's API audit events (1001-1003) report it, and benign look-alikes.
+
+    Keyloggers: the PowerShell loop of the episode above polling GetAsyncKeyState in the background;
+    a low-level keyboard hook and a global hook DLL from a dropper in the user's AppData; the Temp
+    DirectInput logger also registering the keyboard for raw input with RIDEV_INPUTSINK and no visible
+    window. Benign: an IME with a global hook DLL under Program Files, a screen reader (low-level hook,
+    raw-input sink with its window shown), and a game polling keys and reading raw input while it has
+    the focus. The user types in bursts; every key event makes Win32k report each fast poller.
+    """
+    explorer = procs["explorer"]
+    ps = next(p for p in host.procs.values() if "GetAsyncKeyState" in p.cmd)
+    logger = next(p for p in host.procs.values() if p.name == "inputsvc.exe")
+    ime_exe = "C:\\Program Files\\Contoso IME\\ContosoIme.exe"
+    ime = host.start(explorer, ime_exe, f'"{ime_exe}" -tray', sec(308), gui=True)
+    _hook(host, ime, sec(308.4), WH_KEYBOARD, "C:\\Program Files\\Contoso IME\\imehook64.dll")
+    reader_exe = "C:\\Program Files\\Contoso Access\\ScreenReader.exe"
+    reader = host.start(explorer, reader_exe, f'"{reader_exe}"', sec(312), gui=True)
+    _hook(host, reader, sec(312.5), WH_KEYBOARD_LL)
+    _raw_input(host, reader, sec(312.6), 6, RIDEV_INPUTSINK, windows=2, visible=1)
+
+    _raw_input(host, logger, sec(346.5), 6, RIDEV_INPUTSINK, windows=1, visible=0)  # raw-input keylogger
+
+    helper_dir = f"{HOME}\\AppData\\Roaming\\SysHelper"
+    host.write_file(ps, f"{helper_dir}\\syshelper.exe", sec(370), CREATE, writes=4)
+    host.write_file(ps, f"{helper_dir}\\kbhook.dll", sec(370.5), CREATE, writes=2)
+    helper_exe = f"{helper_dir}\\syshelper.exe"
+    helper = host.start(ps, helper_exe, f'"{helper_exe}" -k', sec(372), gui=True)
+    _hook(host, helper, sec(372.3), WH_KEYBOARD_LL)  # hooking keylogger
+    _hook(host, helper, sec(372.4), WH_KEYBOARD, f"{helper_dir}\\kbhook.dll")
+
+    game = host.start(explorer, "C:\\Program Files (x86)\\Steam\\steamapps\\common\\Arena\\arena.exe",
+                      '"C:\\Program Files (x86)\\Steam\\steamapps\\common\\Arena\\arena.exe" -windowed',
+                      sec(420), gui=True)  # fmt: skip
+    _raw_input(host, game, sec(421), 6, 0, windows=1, visible=1)
+    _raw_input(host, game, sec(421.01), 2, 0, windows=1, visible=1)
+
+    # Typing bursts: office work from 305 s, the game from 430 s to 520 s, office again until 580 s.
+    t, rng = 305.0, host.rng
+    while t < 580.0:
+        gap = rng.uniform(0.12, 0.45) if rng.random() > 0.08 else rng.uniform(1.5, 6.0)
+        t += gap
+        playing = 430.0 <= t < 520.0
+        gap_ms = int(gap * 1000)
+        # ps: Start-Sleep 40 ms between sweeps of 247 keys, ~6 calls per ms; it never gets key input.
+        host.t.add(WIN32K, "GetAsyncKeyState", sec(t), ps.pid, PID=ps.pid,
+                   MsSinceLastKeyEvent=int((t - 300.0) * 1000), BackgroundCallCount=gap_ms * 6)  # fmt: skip
+        if playing:  # the game polls every frame and the keys are its own
+            host.t.add(WIN32K, "GetAsyncKeyState", sec(t + 0.0005), game.pid, PID=game.pid,
+                       MsSinceLastKeyEvent=gap_ms, BackgroundCallCount=gap_ms * 2)  # fmt: skip
+    host.end(game, sec(560))
+    host.end(helper, sec(DURATION_S - 6))
+    host.end(reader, sec(DURATION_S - 3))
+    host.end(ime, sec(DURATION_S - 2))
+
+
 def build() -> list[RawEvent]:
     rng = random.Random(SEED)
     trace = Trace({p.name: p for p in load_providers()}, rng)
@@ -829,6 +913,7 @@ def build() -> list[RawEvent]:
     procs = boot(host)
     desktop_day(host, procs)
     keylogger_episode(host, procs)
+    key_capture_episodes(host, procs)
     trace.events.sort(key=lambda e: e.ts)  # stable: events at the same instant keep their order
     return trace.events
 

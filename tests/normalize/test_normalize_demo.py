@@ -60,6 +60,7 @@ def test_every_demo_row_fits_its_table(rows: list[tuple[str, dict[str, Any]]]) -
         "DeviceImageLoadEvents",
         "DeviceRegistryEvents",
         "DeviceFileEvents",
+        "DeviceEvents",
     }
     for table, row in rows:
         validate_row(table, full_row(table, row))
@@ -101,3 +102,26 @@ def test_keylogger_episode_is_in_the_demo(rows: list[tuple[str, dict[str, Any]]]
         direct_input[0]["InitiatingProcessFolderPath"]
         == "C:\\Users\\alice\\AppData\\Local\\Temp\\inputsvc.exe"
     )
+
+
+def test_key_capture_episodes_are_in_the_demo(rows: list[tuple[str, dict[str, Any]]]) -> None:
+    calls = [r for t, r in rows if t == "DeviceEvents"]
+    by = {(r["ActionType"], r["InitiatingProcessFileName"]) for r in calls}
+    assert by == {
+        ("GetAsyncKeyStateApiCall", "powershell.exe"),  # the keylogger's background loop
+        ("GetAsyncKeyStateApiCall", "arena.exe"),  # the game, polling with the focus
+        ("SetWindowsHookExApiCall", "syshelper.exe"),  # WH_KEYBOARD_LL and a global hook DLL in AppData
+        ("SetWindowsHookExApiCall", "ContosoIme.exe"),  # an IME's global hook under Program Files
+        ("SetWindowsHookExApiCall", "ScreenReader.exe"),  # an accessibility tool's low-level hook
+        ("RegisterRawInputDevicesApiCall", "inputsvc.exe"),  # RIDEV_INPUTSINK, no visible window
+        ("RegisterRawInputDevicesApiCall", "ScreenReader.exe"),  # RIDEV_INPUTSINK, window shown
+        ("RegisterRawInputDevicesApiCall", "arena.exe"),  # keyboard and mouse, no sink
+    }
+    polls = [r["AdditionalFields"] for r in calls if r["InitiatingProcessFileName"] == "powershell.exe"]
+    assert len(polls) <= 6 and all(p["MsSinceLastKeyEvent"] >= 5000 for p in polls)  # aggregated per minute
+    game = [
+        r["AdditionalFields"]
+        for r in calls
+        if r["ActionType"] == "GetAsyncKeyStateApiCall" and r["InitiatingProcessFileName"] == "arena.exe"
+    ]
+    assert game and all(p["MsSinceLastKeyEvent"] < 5000 for p in game)
