@@ -247,6 +247,7 @@ def run_live(
     from etwsensor.sources.live.enrich import DeviceMapWatch, live_header
     from etwsensor.sources.live.health import Watchdog
     from etwsensor.sources.live.lifecycle import LiveError
+    from etwsensor.sources.live.probe import Win32kProbe, windows_hook_trigger
     from etwsensor.sources.live.runner import LiveLoop
     from etwsensor.sources.recording import RecordingWriter
 
@@ -306,6 +307,9 @@ def run_live(
     volumes = DeviceMapWatch(host, header.device_map)
     worker = threading.Thread(target=loop.run, name="etwsensor-worker", daemon=True)
     worker.start()
+    trigger = windows_hook_trigger if sys.platform == "win32" else None
+    probe = Win32kProbe(plan, loop.send, host=host_ids, trigger=trigger)
+    loop.probe = probe
     failed: LiveError | None = None
     heartbeat: Heartbeat | None = None
     ended = "Ctrl-C"
@@ -318,6 +322,7 @@ def run_live(
         else:
             for warning in sessions.warnings:
                 _say(f"warning: {warning}")
+            probe.start()
             how = f" or create {stop_file}" if stop_file is not None else ""
             _say(f"tracing: sessions {', '.join(plan.session_names())}; Ctrl-C{how} to stop")
             if options.heartbeat_seconds:
@@ -367,6 +372,7 @@ def run_live(
                    "bad_records": callback.bad, "host_facts": host_facts.stats()}  # fmt: skip
     if facts is not None:
         doc["enrich"] = {"inputs": {detector.source: {"source": "this host", **facts.stats()}}}
+    doc["live"]["win32k"] = probe.state()
     if recorder is not None:
         _say(f"recorded {recorder.events} events to {record}")
     print_summary(doc, json_summary)
@@ -406,6 +412,8 @@ def _wait(
         if now >= next_poll:
             next_poll = now + POLL_SECONDS
             watchdog.poll()
+            if loop.probe is not None:
+                loop.probe.poll()
             watchdog.queue_drops(records.dropped)
             watchdog.lost_records(callback.lost)
             for ev in volumes.changes():
@@ -458,6 +466,10 @@ def print_summary(doc: dict[str, Any], as_json: bool) -> None:
     _say(f"queue: {offered:,} records, {dropped:,} dropped, high water {high:,}")
     for name, state in health["sessions"].items():
         _say(f"session {name}: restarts {state['restarts']}, lost {state['lost']}")
+    win32k = doc["live"].get("win32k", {})
+    if win32k.get("status", "not planned") != "not planned":
+        why = f" ({win32k['reason']})" if win32k.get("reason") else ""
+        _say(f"win32k API audit events: {win32k['status']}, {win32k['events']:,} received{why}")
     _say(f"decode errors {doc['decode_errors']:,}, undecoded {doc['undecoded']:,}")
     for name, state in doc["sinks"].items():
         _say(f"sink {name}: {json.dumps(state)}")

@@ -28,6 +28,7 @@ from etwsensor.rules.reload import RuleReloader
 from etwsensor.sources.live.callback import RecordQueue
 from etwsensor.sources.live.health import EVENT_TRACING, Watchdog
 from etwsensor.sources.live.hostfacts import HOSTFACTS_PROVIDER, START_PROVIDERS, HostFacts
+from etwsensor.sources.live.probe import WIN32K, Win32kProbe
 from etwsensor.sources.recording import RecordingWriter
 
 
@@ -137,6 +138,7 @@ class LiveLoop:
         self.exporter = exporter  # trace --export: every row also goes to the Parquet dataset
         self.host_facts = host_facts  # tokens and SID names read from this host (sources/live/hostfacts.py)
         self._gates: Mapping[str, RowGate] = detector.ruleset.row_gates()
+        self.probe: Win32kProbe | None = None  # set by the live command when the plan enables Win32k
         self.summary = ReplaySummary(inputs=[detector.source])
         self.clock: datetime | None = None
         self.stopping = threading.Event()
@@ -182,6 +184,8 @@ class LiveLoop:
             if self.watchdog is not None:
                 self.watchdog.on_event(ev)
             return
+        if ev.provider == WIN32K and self.probe is not None and self.probe.observe(ev):
+            return  # the start-up probe's own test hook
         if self.host_facts is not None and ev.provider in START_PROVIDERS:
             token = self.host_facts.on_start(ev)
             if token is not None:  # same timestamp, pushed first: it leaves the window just before the start
