@@ -152,6 +152,7 @@ def test_trace_records_survives_an_outside_stop_and_ends_on_the_stop_file(
     assert health[KERNEL]["restarts"] == 1 and health[KERNEL]["state"] == "running"
     assert health[PROVIDERS]["losses"] == {"EventsLost": 4}  # the final counters reached the summary
     assert [t["state"] for t in live["health"]["transitions"]] == ["stopped", "running"]
+    assert live["win32k"]["status"] == "not planned"  # no rule reads DeviceEvents: no probe
 
     tamper = [a for a in alerts if a["table"] == "SensorHealth"]
     assert [a["rule"]["id"] for a in tamper] == ["etwsensor-etw-session-tamper"]
@@ -338,3 +339,27 @@ def test_a_reload_that_needs_other_providers_says_so(tmp_path: Path) -> None:
 
     apply_reload(reloader, detector, [], [sink], ruleset.row_gates(), replan)
     assert sink.alerts[0]["replan"] is True and sink.alerts[0]["status"] == "applied"
+
+
+def test_a_device_events_rule_without_win32k_events_is_said_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(live_cli, "PROBE_GRACE_SECONDS", 0.2)
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "hook.kql").write_text(
+        '// id: t-hook\nDeviceEvents | where ActionType == "SetWindowsHookExApiCall"\n', encoding="utf-8"
+    )
+    ruleset, failures = RuleSet.load([tmp_path / "rules"], builtin=False)
+    assert not failures and plan_for_rules(ruleset).provider("Microsoft-Windows-Win32k") is not None
+    sim = SimulatedAdvapi32()
+    records = _records()
+    code, alerts = run(tmp_path, sim, lambda: _feed(sim, records), duration=1.5, ruleset=ruleset)
+    assert code == 0
+    summary = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    # The perfview trace has no Win32k events: said once (one alert, the summary), the other tables traced.
+    win32k = summary["live"]["win32k"]
+    assert (win32k["status"], win32k["events"]) == ("unavailable", 0)
+    assert win32k["reason"].startswith("no Win32k API audit event arrived within 0.2 s")
+    probe = [a for a in alerts if a["rule"]["id"] == "etwsensor-win32k-audit-unavailable"]
+    assert len(probe) == 1 and probe[0]["table"] == "SensorHealth"
+    assert summary["rows"]["DeviceProcessEvents"] > 0

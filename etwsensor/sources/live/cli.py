@@ -43,6 +43,7 @@ BACKOFF = (1.0, 60.0)  # seconds before the first retry of a failed restart, and
 MAX_RESTART_FAILURES = 8  # then the session is given up (about four minutes of retries)
 SESSION_PREFIX = re.compile(r"[A-Za-z0-9._-]{1,64}")
 EXIT_BLIND = exitcodes.DAMAGED_INPUT  # every session stopped and could not be restarted: the input was lost
+PROBE_GRACE_SECONDS = 30.0  # how long the Win32k probe waits for its test hook's event
 QUEUE_CAPACITY = 262_144  # records (a few seconds of a busy host): a burst waits, a flood is dropped+counted
 
 
@@ -308,7 +309,7 @@ def run_live(
     worker = threading.Thread(target=loop.run, name="etwsensor-worker", daemon=True)
     worker.start()
     trigger = windows_hook_trigger if sys.platform == "win32" else None
-    probe = Win32kProbe(plan, loop.send, host=host_ids, trigger=trigger)
+    probe = Win32kProbe(plan, loop.send, host=host_ids, trigger=trigger, grace=PROBE_GRACE_SECONDS)
     loop.probe = probe
     failed: LiveError | None = None
     heartbeat: Heartbeat | None = None
