@@ -77,7 +77,7 @@ def test_rows_keep_defender_types_and_values(demo_rows: list[dict[str, object]])
     got = ndjson(r.stdout)
     want = [{k: v for k, v in row.items() if k != "$table"} for row in demo_rows
             if row["$table"] == "DeviceProcessEvents"]  # fmt: skip
-    assert len(got) == len(want) == 71
+    assert len(got) == len(want) == 75
     # Datetimes: hunt prints Kusto's 7-digit form, normalize microseconds; compare as instants.
     for g, w in zip(got, sorted(want, key=lambda x: int(str(x["ReportId"]))), strict=True):
         for key, value in w.items():
@@ -88,13 +88,14 @@ def test_rows_keep_defender_types_and_values(demo_rows: list[dict[str, object]])
 
 
 def test_now_is_the_newest_row_time_unless_pinned() -> None:
-    q = "union DeviceProcessEvents, DeviceFileEvents | summarize newest = max(Timestamp) | extend n = now()"
+    q = "union DeviceProcessEvents, DeviceFileEvents, DeviceEvents | summarize newest = max(Timestamp)"
+    q += " | extend n = now()"
     row = ndjson(run("hunt", q, str(DEMO)).stdout)[0]
-    assert row["n"] == row["newest"] == "2026-11-20T09:09:22.3178220Z"
+    assert row["n"] == row["newest"] == "2026-11-20T09:09:42.3953970Z"  # the last GetAsyncKeyState window
     q2 = "DeviceProcessEvents | where Timestamp > ago(1d) | count"
     pinned = ndjson(run("hunt", q2, str(DEMO), "--now", "2026-11-25T00:00:00Z").stdout)[0]
     assert pinned == {"Count": 0}
-    assert ndjson(run("hunt", q2, str(DEMO)).stdout)[0] == {"Count": 71}
+    assert ndjson(run("hunt", q2, str(DEMO)).stdout)[0] == {"Count": 75}
 
 
 def test_query_errors_point_at_line_and_column(tmp_path: Path) -> None:
@@ -114,7 +115,7 @@ def test_query_from_a_file_and_from_stdin(tmp_path: Path) -> None:
     q = tmp_path / "q.kql"
     q.write_text("// comment line\nDeviceRegistryEvents\n| count\n", encoding="utf-8")
     assert ndjson(run("hunt", str(q), str(DEMO)).stdout) == [{"Count": 54}]
-    assert ndjson(run("hunt", "-", str(DEMO), stdin="DeviceFileEvents | count").stdout) == [{"Count": 146}]
+    assert ndjson(run("hunt", "-", str(DEMO), stdin="DeviceFileEvents | count").stdout) == [{"Count": 150}]
 
 
 def test_formats(tmp_path: Path) -> None:
@@ -148,11 +149,11 @@ def test_db_is_kept_and_grows_input_by_input(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     count = "DeviceProcessEvents | count"
-    assert ndjson(run("hunt", count, str(DEMO), "--db", str(db)).stdout) == [{"Count": 71}]
+    assert ndjson(run("hunt", count, str(DEMO), "--db", str(db)).stdout) == [{"Count": 75}]
     again = run("hunt", count, str(DEMO), "--db", str(db))
-    assert ndjson(again.stdout) == [{"Count": 71}] and "already in" in again.stderr
-    assert ndjson(run("hunt", count, str(rows), "--db", str(db)).stdout) == [{"Count": 72}]
-    assert ndjson(run("hunt", count, "--db", str(db)).stdout) == [{"Count": 72}]  # no inputs: the db alone
+    assert ndjson(again.stdout) == [{"Count": 75}] and "already in" in again.stderr
+    assert ndjson(run("hunt", count, str(rows), "--db", str(db)).stdout) == [{"Count": 76}]
+    assert ndjson(run("hunt", count, "--db", str(db)).stdout) == [{"Count": 76}]  # no inputs: the db alone
     newest = ndjson(run("hunt", "DeviceProcessEvents | summarize max(Timestamp) | extend n = now()", "--db",
                         str(db)).stdout)[0]  # fmt: skip
     assert newest["n"] == "2026-11-20T10:00:00Z"
@@ -194,7 +195,7 @@ def test_hunt_reads_a_dataset_with_partition_pruning(dataset: Path) -> None:
     q = "union DeviceProcessEvents, DeviceFileEvents | summarize n = count() by DeviceName"
     r = run("hunt", q, str(dataset))
     assert r.returncode == 0, r.stderr
-    assert ndjson(r.stdout) == [{"DeviceName": "ws01.synthetic-demo.invalid", "n": 2 * (71 + 146)}]
+    assert ndjson(r.stdout) == [{"DeviceName": "ws01.synthetic-demo.invalid", "n": 2 * (75 + 150)}]
     none = run("hunt", "DeviceProcessEvents | count", str(dataset), "--device", "other-host")
     assert ndjson(none.stdout) == [{"Count": 0}] and "0 Parquet file(s)" in none.stderr
     later = run("hunt", "DeviceProcessEvents | count", str(dataset), "--since", "2026-11-21T00:00:00Z")
@@ -207,7 +208,7 @@ def test_hunt_reads_a_dataset_with_partition_pruning(dataset: Path) -> None:
         "--device",
         "WS01.synthetic-demo.invalid",
     )
-    assert ndjson(mixed.stdout) == [{"Count": 3 * 71}]
+    assert ndjson(mixed.stdout) == [{"Count": 3 * 75}]
     cut = run("hunt", "DeviceProcessEvents | count", str(dataset), "--since", "2026-11-20T09:05:00Z")
     direct = run(
         "hunt", "DeviceProcessEvents | where Timestamp >= datetime(2026-11-20T09:05:00Z) | count", str(DEMO)
