@@ -115,7 +115,10 @@ def test_ctrl_c_during_start_leaves_no_session(call: str) -> None:
 def test_ctrl_c_during_rundown_and_during_stop_still_stops_every_session() -> None:
     sim = SimulatedAdvapi32()
     s, _ = sessions(sim)
-    sim.interrupt_after["EnableTraceEx2"] = 5  # the fifth call is Kernel-Process's CAPTURE_STATE
+    manifest = builtin_plan().session("manifest")
+    assert manifest is not None
+    # One EnableTraceEx2 per manifest provider, then Kernel-Process's CAPTURE_STATE.
+    sim.interrupt_after["EnableTraceEx2"] = len(manifest.providers) + 1
     with pytest.raises(KeyboardInterrupt):
         s.start()
     assert sim.started[-1].name == PROVIDERS and sim.started[-1].rundowns == [KERNEL_PROCESS]
