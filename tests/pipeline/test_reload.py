@@ -95,7 +95,7 @@ def test_a_rule_folder_changed_mid_stream_swaps_rules_between_rows(tmp_path: Pat
     assert failure["file"].endswith("broken.kql") and failure["line"] >= 3
     assert "syntax error" in failure["message"]
     assert records[1]["rules"]["count"] == 2  # what keeps running
-    assert summary.events == 3 * 1793
+    assert summary.events == 3 * 2445
     assert reloader.reloads == 1 and reloader.refused == 1
 
 
