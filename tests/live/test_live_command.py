@@ -353,7 +353,13 @@ def test_a_device_events_rule_without_win32k_events_is_said_once(
     assert not failures and plan_for_rules(ruleset).provider("Microsoft-Windows-Win32k") is not None
     sim = SimulatedAdvapi32()
     records = _records()
-    code, alerts = run(tmp_path, sim, lambda: _feed(sim, records), duration=1.5, ruleset=ruleset)
+
+    def drive() -> None:
+        _feed(sim, records)
+        time.sleep(0.5)  # past the probe's grace, polled every 0.05 s
+        (tmp_path / "stop").touch()
+
+    code, alerts = run(tmp_path, sim, drive, ruleset=ruleset)
     assert code == 0
     summary = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
     # The perfview trace has no Win32k events: said once (one alert, the summary), the other tables traced.

@@ -128,7 +128,7 @@ def test_on_a_terminal_the_progress_bar_shows_events_rows_and_alerts(tmp_path: P
     cmd = f"{shlex.quote(sys.executable)} -m etwsensor replay {shlex.quote(str(DEMO))} --sink file:{out}"
     r = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True, text=True, check=False)
     assert r.returncode == 0, r.stdout
-    assert re.search(r"2,445 events \([\d,]+/s\)\s+1,034 rows\s+27 alerts", r.stdout)  # the live bar
+    assert re.search(r"2,445 events \([\d,]+/s\)\s+1,034 rows\s+29 alerts", r.stdout)  # the live bar
     assert "replayed 1 input(s): 2,445 events" in r.stdout  # then the summary
 
 
