@@ -4,7 +4,9 @@ tool) and the near misses stay quiet."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -78,7 +80,7 @@ def hits(events: list[RawEvent]) -> list[tuple[str, int]]:
     normalizer = Normalizer()
     rows: list[tuple[str, dict[str, Any]]] = []
     for pid, path in IMAGES.items():
-        rows += normalizer.process(classic_start(pid, 1000, path.rsplit("\\", 1)[1], f"\"{path}\"", ms=0))
+        rows += normalizer.process(classic_start(pid, 1000, path.rsplit("\\", 1)[1], f'"{path}"', ms=0))
     for e in events:
         rows += normalizer.process(e)
     rows += normalizer.flush()
@@ -127,3 +129,21 @@ def test_each_alert_rests_on_the_row_it_projects() -> None:
     assert m.row["HookType"] == "WH_KEYBOARD_LL"
     assert m.row["HookLibrary"] == r"C:\Users\alice\AppData\Roaming\hk.dll"
     assert "user-writable" in m.row["Reason"] and m.row["InitiatingProcessFileName"] == "rk.exe"
+
+
+def test_coverage_says_etw_feeds_the_device_events_rules_and_evtx_does_not(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from etwsensor.cli import app
+
+    def summary(source: str) -> dict[str, Any]:
+        r = CliRunner().invoke(
+            app,
+            ["rules", "coverage", "--json", "--source", source],
+            env={"ETWSENSOR_CACHE_DIR": str(tmp_path)},
+        )
+        assert r.exit_code == 0, r.output
+        return dict(json.loads(r.stdout)["summary"])
+
+    assert summary("etw")["cannot_fire"] == 0
+    assert {"table": "DeviceEvents", "cannot_fire": 3} in summary("evtx")["per_missing_table"]
