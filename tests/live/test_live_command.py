@@ -273,7 +273,8 @@ def test_heartbeats_go_out_at_start_while_quiet_and_at_stop_in_the_sinks_format(
         (tmp_path / "stop").touch()
 
     options = live_cli.LiveOptions(alert_format="ecs", heartbeat_seconds=0.05)
-    code, docs = run(tmp_path, sim, drive, options=options)
+    # --duration only as a bound: a driver that fails under load ends the trace instead of hanging it
+    code, docs = run(tmp_path, sim, drive, options=options, duration=120)
     assert code == 0
     beats = [d["etwsensor"]["record"] for d in docs if d["event"]["kind"] == "metric"]
     assert [b["state"] for b in beats[:1] + beats[-1:]] == ["start", "stop"] and len(beats) >= 4
@@ -282,6 +283,7 @@ def test_heartbeats_go_out_at_start_while_quiet_and_at_stop_in_the_sinks_format(
     assert sum(beats[-1]["rates"]["events_per_second_by_provider"].values()) >= 0
     assert set(beats[-1]["loss"]) == {"events_lost", "realtime_buffers_lost", "queue_dropped"}
     summary = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert summary["live"]["ended"] == "stop file"  # not the safety bound
     assert summary["events"] == beats[-1]["totals"]["events"]
 
 
@@ -307,7 +309,7 @@ def test_a_rule_reload_while_tracing_swaps_rules_between_events(tmp_path: Path) 
         (tmp_path / "stop").touch()
 
     options = live_cli.LiveOptions(reloader=reloader, plan_of=plan_for_rules)
-    code, docs = run(tmp_path, sim, drive, ruleset=ruleset, options=options)
+    code, docs = run(tmp_path, sim, drive, ruleset=ruleset, options=options, duration=120)
     reloader.stop()
     assert code == 0
     reloads = [d for d in docs if d.get("record") == "reload"]
