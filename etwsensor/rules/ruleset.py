@@ -84,6 +84,7 @@ class Rule:
     author: str = ""
     format: str = "kql"  # "kql", "sentinel" or "sigma": what the rule file was written in
     category: str = ""  # Sigma's logsource category
+    sigma_name: str = ""  # Sigma's `name:` (correlations may refer to a rule by it)
     plan: Plan | None = field(default=None, repr=False)
 
     @property
@@ -248,6 +249,7 @@ def _sigma_text(sr: Any) -> _RuleText:
     meta: dict[str, Any] = {
         "id": sr.id,
         "name": sr.title,
+        "sigma_name": sr.name,
         "description": sr.description,
         "severity": sr.severity,
         "confidence": sr.confidence,
@@ -348,6 +350,8 @@ def _with_correlations(
     by_ref: dict[str, Rule] = {}
     for rule in built:
         by_ref.setdefault(rule.name, rule)
+        if rule.sigma_name:
+            by_ref[rule.sigma_name] = rule
         by_ref[rule.id] = rule
     out: list[Rule] = []
     failures: list[RuleFailure] = []
@@ -491,6 +495,7 @@ def _build_rule(
         author=str(m.get("author") or ""),
         format=str(m.get("format") or "kql"),
         category=str(m.get("category") or "") if m.get("format") == "sigma" else "",
+        sigma_name=str(m.get("sigma_name") or ""),
         plan=plan,
     )
     return rule, None

@@ -66,6 +66,7 @@ class SigmaRule:
     kql: str
     id: str
     title: str
+    name: str = ""  # Sigma's `name:`, how correlation rules may refer to it
     severity: str = "medium"
     confidence: str = "medium"
     status: str = ""
@@ -83,6 +84,7 @@ class SigmaRule:
             "kql": self.kql,
             "id": self.id,
             "title": self.title,
+            "name": self.name,
             "severity": self.severity,
             "confidence": self.confidence,
             "status": self.status,
@@ -102,6 +104,7 @@ class SigmaRule:
             kql=d["kql"],
             id=d["id"],
             title=d["title"],
+            name=d.get("name", ""),
             severity=d["severity"],
             confidence=d["confidence"],
             status=d["status"],
@@ -174,6 +177,7 @@ def _metadata(document: dict[str, Any], kql: str) -> SigmaRule:
         kql=kql,
         id=str(document.get("id") or ""),
         title=str(document.get("title") or ""),
+        name=str(document.get("name") or ""),
         severity=SEVERITY.get(level, "medium"),
         confidence="high" if level == "critical" else "medium",
         status=str(document.get("status") or ""),

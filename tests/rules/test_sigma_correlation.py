@@ -117,3 +117,33 @@ def test_unsupported_correlations_are_reported(tmp_path: Path) -> None:
         f"{tmp_path / 'missing.yml'}:1:1: the correlation refers to rules that are not loaded: nope"
         in r.stdout
     )
+
+
+SIGMA_RUN = """title: Run key set (Sigma)
+id: 5b0e3c1a-7320-415d-80f7-004da920fc10
+name: run_key_set
+status: test
+logsource:
+  category: registry_set
+  product: windows
+detection:
+  selection:
+    TargetObject|contains: '\\CurrentVersion\\Run\\'
+  condition: selection
+level: medium
+"""
+
+
+def test_a_correlation_refers_to_a_sigma_rule_by_its_name(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir(parents=True)
+    (rules / "run.yml").write_text(SIGMA_RUN)
+    corr = _correlation("event_count", ["run_key_set"], "  condition:\n    gte: 3\n")
+    (rules / "corr.yml").write_text(corr)
+    rows = [dict(_row(i, 10 * i, 7, RUN), RegistryValueName=f"v{i}") for i in range(1, 5)]
+    data = tmp_path / "rows.ndjson"
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    r = cli("replay", str(data), "--no-builtin", "--rules", str(rules), cache=tmp_path)
+    assert r.returncode == 0, r.stderr
+    alerts = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [a["rule"]["id"] for a in alerts] == [IDS["event_count"]]  # the referenced rule is not generated
