@@ -243,19 +243,8 @@ class WindowsEventTracker:
         if parent is not None and not parent.command_line:
             parent.command_line = _text(f, "ParentCommandLine")
             parent.changed()
-        image = _text(f, "Image")
-        proc = Process(
-            pid=as_int(f.get("ProcessId"), -1),
-            parent_pid=parent_pid,
-            first_seen=ev.ts,
-            rundown=False,
-            create_time=ev.ts,
-            file_name=file_name_of(image),
-            folder_path=image,
-            command_line=_text(f, "CommandLine"),
-            integrity=_text(f, "IntegrityLevel"),
-            guid=guid_of(f.get("ProcessGuid")),
-        )
+        proc = _created(ev, as_int(f.get("ProcessId"), -1), parent_pid, _text(f, "Image"),
+                        integrity=_text(f, "IntegrityLevel"), guid=guid_of(f.get("ProcessGuid")))  # fmt: skip
         proc.account_domain, proc.account_name, proc.sid = split_user(f.get("User"))
         session = f.get("TerminalSessionId")
         proc.session_id = as_int(session) if session not in (None, "") else None
@@ -339,19 +328,9 @@ class WindowsEventTracker:
             parent = None
         if parent is None and _text(f, "ParentProcessName"):
             parent = self._stub("", parent_pid, _text(f, "ParentProcessName"), ev.ts)
-        image = _text(f, "NewProcessName")
-        proc = Process(
-            pid=as_int(f.get("NewProcessId"), -1),
-            parent_pid=parent_pid,
-            first_seen=ev.ts,
-            rundown=False,
-            create_time=ev.ts,
-            file_name=file_name_of(image),
-            folder_path=image,
-            command_line=_text(f, "CommandLine"),
-            integrity=INTEGRITY_LEVELS.get(_text(f, "MandatoryLabel").upper(), ""),
-            elevation=_elevation(f.get("TokenElevationType")),
-        )
+        proc = _created(ev, as_int(f.get("NewProcessId"), -1), parent_pid, _text(f, "NewProcessName"),
+                        integrity=INTEGRITY_LEVELS.get(_text(f, "MandatoryLabel").upper(), ""),
+                        elevation=_elevation(f.get("TokenElevationType")))  # fmt: skip
         # The new process runs as the target account when there is one (S-1-0-0: none), else the creator's.
         prefix = "Target" if _text(f, "TargetUserSid") not in ("", "S-1-0-0") else "Subject"
         proc.sid = _text(f, prefix + "UserSid")
@@ -396,3 +375,22 @@ class WindowsEventTracker:
             row["PreviousRegistryValueName"] = name
             row["PreviousRegistryValueData"] = _text(f, "OldValue")
         self._emit(ev, REGISTRY_TABLE, "RegistryValueSet", row, proc)
+
+
+def _created(
+    ev: RawEvent, pid: int, parent_pid: int, image: str, integrity: str, elevation: str = "", guid: str = ""
+) -> Process:
+    """The process a Sysmon 1 or Security 4688 event creates."""
+    return Process(
+        pid=pid,
+        parent_pid=parent_pid,
+        first_seen=ev.ts,
+        rundown=False,
+        create_time=ev.ts,
+        file_name=file_name_of(image),
+        folder_path=image,
+        command_line=_text(ev.fields, "CommandLine"),
+        integrity=integrity,
+        elevation=elevation,
+        guid=guid,
+    )
