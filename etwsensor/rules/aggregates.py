@@ -13,10 +13,9 @@ import heapq
 from collections.abc import Callable
 from typing import Any
 
-from duckdb_kql import ir
-
 from etwsensor.rules.errors import CompileError
 from etwsensor.rules.expr import ExprCompiler
+from etwsensor.rules.kqlir import ir
 from etwsensor.rules.plan import Fn, Row
 from etwsensor.rules.scope import Scope, constant_value
 

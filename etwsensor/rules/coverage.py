@@ -27,9 +27,9 @@ from typing import Any
 
 import re2
 import yaml
-from duckdb_kql import ir
 
 from etwsensor.rules.errors import RuleFailure
+from etwsensor.rules.kqlir import ir
 from etwsensor.rules.ruleset import Rule, lower_cached
 from etwsensor.tables import TABLE_NAMES, schema
 

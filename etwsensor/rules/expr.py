@@ -11,12 +11,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import re2
-from duckdb_kql import ir
 
 from etwsensor.rules import scalars as S
 from etwsensor.rules.errors import CompileError
 from etwsensor.rules.functions import FUNCTIONS
 from etwsensor.rules.irnorm import flatten_logical
+from etwsensor.rules.kqlir import ir
 from etwsensor.rules.multimatch import any_substring, any_term
 from etwsensor.rules.plan import Fn, Row, lowered_column
 from etwsensor.rules.scope import (

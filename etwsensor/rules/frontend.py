@@ -10,11 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-import duckdb_kql
-from duckdb_kql import ir
-from duckdb_kql.lower import lower
-
 from etwsensor.rules.errors import CompileError
+from etwsensor.rules.kqlir import full_package, ir
 
 DUCKDB_KQL_VERSION = "1.1.2"
 
@@ -41,6 +38,8 @@ class TokenIndex:
 
     def __init__(self, kql: str) -> None:
         from antlr4 import InputStream  # type: ignore[import-untyped]
+
+        full_package()
         from duckdb_kql._antlr.KqlLexer import KqlLexer
 
         lexer = KqlLexer(InputStream(kql))
@@ -114,6 +113,9 @@ def _short_expecting(message: str) -> str:
 
 def parse(kql: str) -> ir.Query:
     """Lower ``kql`` to IR; raises :class:`FrontEndError` with a 1-based position."""
+    duckdb_kql = full_package()  # the ANTLR parser: loaded on the first rule not in the cache
+    from duckdb_kql.lower import lower
+
     try:
         return lower(kql)
     except duckdb_kql.KqlSyntaxError as exc:

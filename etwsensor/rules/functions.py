@@ -10,10 +10,10 @@ from collections.abc import Callable
 from typing import Any
 
 import re2
-from duckdb_kql import ir
 
 from etwsensor.rules import scalars as S
 from etwsensor.rules.errors import CompileError
+from etwsensor.rules.kqlir import ir
 from etwsensor.rules.plan import Fn, Row
 from etwsensor.rules.scope import Scope, const, constant_value, never_null, text_of
 

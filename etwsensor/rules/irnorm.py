@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from duckdb_kql import ir
+from etwsensor.rules.kqlir import ir
 
 
 def flatten_logical(node: ir.Expr, op: str) -> list[ir.Expr]:

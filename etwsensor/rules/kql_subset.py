@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from duckdb_kql import ir
+from etwsensor.rules.kqlir import ir
 
 _HEAD = re.compile(r"\s*([A-Za-z_]\w*)\s*\n?\s*\|\s*where\s+", re.S)
 _TOKEN = re.compile(

@@ -7,10 +7,9 @@ literal analysis of regular expressions that gives ``matches regex`` its needle.
 
 from __future__ import annotations
 
-from duckdb_kql import ir
-
 from etwsensor.rules import scalars as S
 from etwsensor.rules.irnorm import flatten_logical
+from etwsensor.rules.kqlir import ir
 from etwsensor.rules.scope import Scope, constant_value, string_column
 
 _NEEDLE_OPS = {

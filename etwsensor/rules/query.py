@@ -12,11 +12,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from duckdb_kql import ir
-
 from etwsensor.rules.errors import CompileError
 from etwsensor.rules.expr import ExprCompiler
 from etwsensor.rules.irnorm import flatten_logical
+from etwsensor.rules.kqlir import ir
 from etwsensor.rules.plan import Branch, Clock, Fn, Plan, Row, Stage
 from etwsensor.rules.prefilter import best_groups, needle_group
 from etwsensor.rules.scope import Scope, default

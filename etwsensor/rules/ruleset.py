@@ -7,7 +7,9 @@ plain ``.kql`` with an optional ``// key: value`` comment header.
 Compiling starts from duckdb-kql's IR, which is slow to produce (a pure-Python ANTLR parse), so
 the IR of each query is cached on disk keyed by the hash of its text and the versions of the
 front end and of this compiler. The cache directory is ``$ETWSENSOR_CACHE_DIR`` or
-``~/.cache/etwsensor``; it holds pickles, so it must be as private as the user's home.
+``~/.cache/etwsensor``; it holds pickles of IR nodes, read back by an unpickler that resolves
+only IR classes, and it must still be as private as the user's home (a writable cache decides
+what the rules compile to).
 """
 
 from __future__ import annotations
@@ -26,12 +28,12 @@ from typing import Any
 
 import re2
 import yaml
-from duckdb_kql import ir
 
 from etwsensor.rules.errors import CompileError, RuleFailure
 from etwsensor.rules.frontend import DUCKDB_KQL_VERSION, FrontEndError, locate, parse
 from etwsensor.rules.irnorm import rebalance
 from etwsensor.rules.kql_subset import parse_where_query
+from etwsensor.rules.kqlir import ir
 from etwsensor.rules.multimatch import needle_search
 from etwsensor.rules.plan import Branch, Clock, Plan
 from etwsensor.rules.query import QueryCompiler
@@ -143,6 +145,24 @@ def _cache_key(kql: str) -> str:
     return h.hexdigest()
 
 
+class _IrUnpickler(pickle.Unpickler):
+    """Unpickles IR only: a pickle may name duckdb-kql's IR node classes and nothing else, so a
+    damaged or tampered cache entry cannot call anything but an IR constructor (it is then
+    refused and recompiled). Resolving the classes here also keeps the unpickler from importing
+    the ``duckdb_kql`` package (and its ANTLR parser) to find them."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        node = getattr(ir, name, None) if module == ir.__name__ else None
+        if isinstance(node, type) and issubclass(node, ir.Node):
+            return node
+        raise pickle.UnpicklingError(f"not an IR class: {module}.{name}")
+
+
+def _read_cached(path: Path) -> Any:
+    with path.open("rb") as f:
+        return _IrUnpickler(f).load()
+
+
 def lower_cached(kql: str, use_cache: bool = True, generated: bool = False) -> ir.Query:
     """duckdb-kql's IR for ``kql``, from the cache when it is there (front-end errors too).
 
@@ -152,8 +172,8 @@ def lower_cached(kql: str, use_cache: bool = True, generated: bool = False) -> i
     path = cache_dir() / f"{_cache_key(kql)}.pickle" if use_cache else None
     if path is not None:
         try:
-            cached = pickle.loads(path.read_bytes())
-        except Exception:  # absent, torn or stale: (re)compiled, never fatal
+            cached = _read_cached(path)
+        except Exception:  # absent, torn, stale or not IR: (re)compiled, never fatal
             cached = None
         if isinstance(cached, ir.Query):
             return cached

@@ -7,11 +7,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from duckdb_kql import ir
-
 from etwsensor.rules import scalars as S
 from etwsensor.rules.errors import CompileError
 from etwsensor.rules.irnorm import flatten_logical
+from etwsensor.rules.kqlir import ir
 from etwsensor.rules.plan import Clock, Fn
 
 

@@ -20,12 +20,11 @@ from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from duckdb_kql import ir
-
 from etwsensor.rules.aggregates import Aggregate, compile_aggregate
 from etwsensor.rules.errors import CompileError
 from etwsensor.rules.expr import ExprCompiler
 from etwsensor.rules.irnorm import flatten_logical
+from etwsensor.rules.kqlir import ir
 from etwsensor.rules.plan import Clock, Fn, Row
 from etwsensor.rules.scope import Scope, column_fn, constant_value
 from etwsensor.rules.stateful import (

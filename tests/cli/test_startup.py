@@ -5,10 +5,13 @@ subcommand still resolves (its module is imported when it runs). Speed itself is
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import zstandard
 
 from etwsensor.cli import Commands
 
@@ -16,7 +19,7 @@ HEAVY = ("duckdb_kql", "duckdb", "structlog", "rich", "pydantic", "httpx", "msgs
          "etwsensor.sources", "etwsensor.normalize", "etwsensor.sinks", "etwsensor.hunt")  # fmt: skip
 
 
-def modules_after(*argv: str) -> set[str]:
+def modules_after(*argv: str, env: dict[str, str] | None = None) -> set[str]:
     code = (
         "import sys, json\n"
         "from etwsensor.cli import main\n"
@@ -24,7 +27,9 @@ def modules_after(*argv: str) -> set[str]:
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
         "sys.stdout.write('\\n' + json.dumps(sorted(sys.modules)))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    ).stdout
     return set(json.loads(out.strip().splitlines()[-1]))
 
 
@@ -44,3 +49,19 @@ def test_every_lazy_command_resolves_and_has_help(name: str) -> None:
     proc = subprocess.run([sys.executable, "-m", "etwsensor", name, "--help"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert f"etwsensor {name} [OPTIONS]" in proc.stdout and "╭" not in proc.stdout  # plain text like the rest
+
+
+def test_a_warm_replay_does_not_import_the_kql_parser(tmp_path: Path) -> None:
+    """Every rule's IR comes from the cache: duckdb-kql's parser (ANTLR) is not loaded, only its IR."""
+    demo = Path(__file__).resolve().parents[2] / "examples" / "demo.jsonl.zst"
+    lines = zstandard.ZstdDecompressor().stream_reader(demo.open("rb")).read().split(b"\n")
+    six = tmp_path / "six.jsonl"
+    six.write_bytes(b"\n".join(lines[:7]) + b"\n")  # the header and six events
+    env = {**os.environ, "ETWSENSOR_CACHE_DIR": str(tmp_path / "cache")}
+    cold = modules_after("replay", str(six), env=env)
+    assert "antlr4" in cold and "duckdb_kql" in cold  # nothing cached yet: the rules were parsed
+    warm = modules_after("replay", str(six), env=env)
+    assert "etwsensor.rules.ruleset" in warm and "duckdb_kql.ir" in warm
+    assert not sorted(
+        m for m in warm if m.startswith("antlr4") or m == "duckdb_kql" or m.startswith("duckdb_kql._")
+    )
