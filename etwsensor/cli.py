@@ -367,6 +367,9 @@ def replay_command(
     rate: float | None = typer.Option(
         None, "--rate", min=1, help="At most N events/s (a live host's pace); the summary's timing: CPU %."
     ),
+    max_cpu: float | None = typer.Option(
+        None, "--max-cpu", min=0.1, help="CPU ceiling, % of one core: above it low-value events are shed."
+    ),
 ) -> None:
     """Replay traces through the normalizer and the rules; alerts go to the sinks (stdout by default)."""
     from etwsensor.alerts.allowlist import Allowlist
@@ -401,6 +404,11 @@ def replay_command(
 
         heartbeat = Heartbeat(sinks.send, beat_every, ", ".join(map(str, files)))
     reloader = _reloader(config, rules, not no_builtin, skip_bad_rules) if reload else None
+    from etwsensor import budget as cpu
+
+    ceiling = max_cpu if max_cpu is not None else settings.performance.max_cpu_percent
+    clocks = cpu.SYSTEM_CLOCKS
+    budget = cpu.budget_for(ceiling, ruleset, sinks.send, "replay", clocks=clocks) if ceiling else None
     try:
         with _progress() as progress:
             summary = replay(
@@ -415,6 +423,8 @@ def replay_command(
                 reloader=reloader,
                 rate=rate,
                 device_name=device_name,
+                budget=budget,
+                clocks=clocks,
             )
     finally:
         if reloader is not None:
@@ -526,6 +536,11 @@ def _print_summary(doc: dict[str, Any], as_json: bool, rule_names: dict[str, str
     if timing.get("rate_limit"):
         say(f"paced at {timing['rate_limit']:,.0f} events/s: {timing['cpu_seconds']} s CPU in "
             f"{timing['wall_seconds']} s, {timing['cpu_percent']} % of one core")  # fmt: skip
+    shed = doc.get("shed") or {}
+    if shed:
+        kinds = ", ".join(f"{k} {n:,}" for k, n in shed["shed"].items()) or "none"
+        say(f"CPU ceiling {shed['max_cpu_percent']:g} % of one core: {shed['shed_total']:,} events shed "
+            f"({kinds}); shedding now: {', '.join(shed['shedding']) or 'nothing'}")  # fmt: skip
     for line in _enrich_lines(doc.get("enrich") or {}):
         say(line)
     for d in doc["damage"]:

@@ -11,6 +11,9 @@
     window_seconds = 600
     key_columns = ["InitiatingProcessFolderPath", "FolderPath", "RegistryKey"]
 
+    [performance]
+    max_cpu_percent = 25           # share of one core; above it the lowest-value events are shed
+
     [[allowlist]]
     rule = "*"
     column = "InitiatingProcessFolderPath"
@@ -93,6 +96,18 @@ class EnrichConfig(BaseModel):
     max_file_size_mb: float = Field(default=64, gt=0, description="larger files: size only")
 
 
+class PerformanceConfig(BaseModel):
+    """The CPU ceiling (docs/performance.md, "CPU ceiling"): unset, nothing is ever shed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_cpu_percent: float | None = Field(
+        default=None, gt=0, le=6400,
+        description="share of one core (percent) over a 5 s window above which the lowest-value events "
+        "are shed, counted and reported (--max-cpu wins)",
+    )  # fmt: skip
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ETWSENSOR_", env_nested_delimiter="__", extra="forbid")
 
@@ -103,6 +118,7 @@ class Settings(BaseSettings):
     allowlist: list[AllowEntry] = Field(default_factory=list)
     device_map: str | None = Field(default=None, description='JSON file or "C:=\\Device\\HarddiskVolume3;…"')
     enrich: EnrichConfig = Field(default_factory=EnrichConfig)
+    performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
 
 
 def load_settings(path: Path | None = None, **overrides: Any) -> Settings:

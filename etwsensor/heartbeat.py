@@ -68,6 +68,10 @@ class HeartbeatRecord(BaseModel):
         default_factory=dict,
         description="per stateful rule (windowed summarize, join): state held, evicted, late, emitted",
     )
+    shed: dict[str, int] = Field(
+        default_factory=dict,
+        description="events shed under the CPU ceiling (max_cpu_percent) since the start, per kind",
+    )
 
 
 @dataclass(slots=True)
@@ -85,6 +89,7 @@ class PipelineSnapshot:
     rule_errors: int = 0
     sinks: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     stateful: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    shed: Mapping[str, int] = field(default_factory=dict)  # events shed under the CPU ceiling, per kind
 
 
 def ruleset_version(rules: Iterable[Any]) -> str:
@@ -228,6 +233,7 @@ class Heartbeat:
                 for name, state_ in snap.sinks.items()
             },
             "stateful_rules": {rule: dict(stats) for rule, stats in snap.stateful.items()},
+            "shed": dict(snap.shed),
         }
         self.send(record)
         self.sent += 1

@@ -22,6 +22,7 @@ from etwsensor.heartbeat import Heartbeat, PipelineSnapshot, reload_record, rule
 from etwsensor.rules import Match, RowGate, RuleSet
 
 if TYPE_CHECKING:
+    from etwsensor.budget import Clocks, CpuBudget
     from etwsensor.normalize import Normalizer
     from etwsensor.rules.reload import RuleReloader
 
@@ -114,6 +115,7 @@ class ReplaySummary:
     unmapped_events: Counter[str] = field(default_factory=Counter)
     events_without_rows: Counter[str] = field(default_factory=Counter)
     state: dict[str, dict[str, int]] = field(default_factory=dict)  # per stateful rule
+    shed: dict[str, Any] = field(default_factory=dict)  # --max-cpu: events shed per kind (etwsensor.budget)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -141,6 +143,7 @@ class ReplaySummary:
             "unmapped_events": dict(self.unmapped_events),
             "events_without_rows": dict(self.events_without_rows),
             "stateful_rules": self.state,
+            "shed": self.shed,
         }
 
 
@@ -179,6 +182,7 @@ def _row_batches(
     active: list[Normalizer] | None = None,
     device_name: str | None = None,
     pacer: Pacer | None = None,
+    budget: CpuBudget | None = None,
 ) -> Iterator[tuple[Sequence[TableRow], datetime | None, int]]:
     """The rows of one input, in batches (the rows one event completes) with their event time and
     the rows made so far in this input (built or skipped by a gate: the count the summary shows);
@@ -227,6 +231,8 @@ def _row_batches(
             by_provider[event.provider] += 1
         if pacer is not None:
             pacer.step()
+        if budget is not None and not budget.admit(event.provider, event.name):
+            continue  # over the CPU ceiling: shed, counted per kind
         batch = process(event)
         if batch:
             yield batch, event.ts, rows_sink.report_id
@@ -288,6 +294,8 @@ def replay(
     reloader: RuleReloader | None = None,
     device_name: str | None = None,
     rate: float | None = None,
+    budget: CpuBudget | None = None,
+    clocks: Clocks | None = None,
 ) -> ReplaySummary:
     """Run every input through the detector and the sinks, in order. Never raises on bad input.
     With a ``heartbeat``, its start record goes out first, its stop record last, and running records
@@ -296,11 +304,12 @@ def replay(
     ``files_from``: a ``--files-from`` folder map; image facts are computed from those files.
     ``device_name``: DeviceName of every row (``--device-name``), DeviceId derived from it.
     ``rate``: at most this many events per second (a live host's pace), so ``summary.timing`` tells
-    the CPU share the pipeline needs at that rate."""
+    the CPU share the pipeline needs at that rate. ``budget``: a CPU ceiling that sheds the lowest-value
+    events while the share is over it (``--max-cpu``); ``clocks``: the wall/CPU clocks and sleep of both."""
     from etwsensor.sources import SourceOpenError
 
     summary = ReplaySummary()
-    pacer = Pacer(rate) if rate else None
+    pacer = (Pacer(rate) if clocks is None else Pacer(rate, clocks.wall, clocks.sleep)) if rate else None
     wall0, cpu0 = time.perf_counter(), time.process_time()
     sink_list = list(sinks)
     by_provider: Counter[str] | None = Counter() if heartbeat is not None else None
@@ -311,7 +320,7 @@ def replay(
             events=summary.events, rows=rows, alerts=alerts, events_by_provider=by_provider or {},
             rules_version=ruleset_version(detector.ruleset.rules), rules_count=len(detector.ruleset.rules),
             rule_errors=sum(detector.ruleset.errors.values()), sinks=sink_states(sink_list),
-            stateful=detector.ruleset.state_stats(),
+            stateful=detector.ruleset.state_stats(), shed=dict(budget.shed) if budget is not None else {},
         )  # fmt: skip
 
     if heartbeat is not None:
@@ -328,7 +337,7 @@ def replay(
             clock: datetime | None = now  # per input: each file is its own stream
             try:
                 batches = _row_batches(path, device_map, gates, summary, by_provider, files_from, active,
-                                       device_name=device_name, pacer=pacer)  # fmt: skip
+                                       device_name=device_name, pacer=pacer, budget=budget)  # fmt: skip
                 for batch, ts, made in batches:
                     if now is None and ts is not None and (clock is None or ts > clock):
                         clock = ts
@@ -363,6 +372,8 @@ def replay(
     summary.suppressed = detector.suppressor.suppressed
     summary.allowlisted = detector.allowlist.silenced
     summary.rule_errors = dict(detector.ruleset.errors)
+    if budget is not None:
+        summary.shed = budget.state()
     if heartbeat is not None:
         heartbeat.stop(snapshot(summary.rows.total(), alerts_sent))
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0

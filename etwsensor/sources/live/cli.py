@@ -105,6 +105,9 @@ def trace_command(
     export: Path | None = typer.Option(
         None, "--export", help="Also write every row to this Parquet dataset (as `export`), rolled hourly."
     ),
+    max_cpu: float | None = typer.Option(
+        None, "--max-cpu", min=0.1, help="CPU ceiling, % of one core: above it low-value events are shed."
+    ),
 ) -> None:
     """Trace this Windows host live (administrator), or show the plan with --plan (any OS)."""
     from etwsensor.cli import _load_rules, _settings_or_exit
@@ -157,7 +160,9 @@ def trace_command(
         return rename_sessions(plan_for_rules(new_rules, classic_fallback=classic_fallback), session_prefix)
 
     every = 60.0 if beat is None else beat
-    options = LiveOptions(alert_format or settings.output.format, every, reloader, plan_of, export=export)
+    ceiling = max_cpu if max_cpu is not None else settings.performance.max_cpu_percent
+    options = LiveOptions(alert_format or settings.output.format, every, reloader, plan_of, export=export,
+                          max_cpu_percent=ceiling)  # fmt: skip
     code = run_live(plan, ruleset, settings, sink, record, duration, json_summary, WindowsHostApi(),
                     EtwSessions, stop_file, options)  # fmt: skip
     raise typer.Exit(exitcodes.worst(code, rules_code))
@@ -219,6 +224,7 @@ class LiveOptions:
     plan_of: Callable[[Any], TracePlan] | None = None  # the plan a reloaded rule set would need
     stop_event: threading.Event | None = None  # set by a service stop or system shutdown
     export: Path | None = None  # a Parquet dataset every row is also written to, rolled hourly
+    max_cpu_percent: float | None = None  # CPU ceiling (etwsensor.budget): over it low-value events are shed
 
 
 def run_live(
@@ -295,11 +301,16 @@ def run_live(
     from etwsensor.sources.live.hostfacts import HostFacts
 
     host_facts = HostFacts(host, {*header.sids, *WELL_KNOWN_SIDS})  # tokens and new SIDs' names
+    host_ids = (header.host.name, header.host.device_id)
+    budget = None
+    if options.max_cpu_percent:
+        from etwsensor.budget import budget_for
+
+        budget = budget_for(options.max_cpu_percent, ruleset, sinks.send, source, host_ids)
     loop = LiveLoop(records, decoder, normalizer, detector, [sinks], recorder, reloader=options.reloader,
-                    replan=replan, exporter=exporter, host_facts=host_facts)  # fmt: skip
+                    replan=replan, exporter=exporter, host_facts=host_facts, budget=budget)  # fmt: skip
     callback = RecordCallback(records)
     sessions = make_sessions(plan, callback)
-    host_ids = (header.host.name, header.host.device_id)
     watchdog = Watchdog(sessions, plan.session_names(), loop.send, host=host_ids, backoff_first=BACKOFF[0],
                         backoff_max=BACKOFF[1], max_failures=MAX_RESTART_FAILURES)  # fmt: skip
     loop.watchdog = watchdog
@@ -448,7 +459,7 @@ def live_snapshot(loop: Any, records: Any, watchdog: Any, sinks: Any) -> Pipelin
         queue_depth=len(records), rules_version=ruleset_version(ruleset.rules),
         rules_count=len(ruleset.rules), rule_errors=sum(ruleset.errors.values()),
         sinks=sink_states([sinks]) if sinks is not None else {},
-        stateful=ruleset.state_stats(),
+        stateful=ruleset.state_stats(), shed=dict(loop.budget.shed) if loop.budget is not None else {},
     )  # fmt: skip
 
 
@@ -472,6 +483,11 @@ def print_summary(doc: dict[str, Any], as_json: bool) -> None:
         why = f" ({win32k['reason']})" if win32k.get("reason") else ""
         _say(f"win32k API audit events: {win32k['status']}, {win32k['events']:,} received{why}")
     _say(f"decode errors {doc['decode_errors']:,}, undecoded {doc['undecoded']:,}")
+    shed = doc.get("shed") or {}
+    if shed:
+        kinds = ", ".join(f"{k} {n:,}" for k, n in shed["shed"].items()) or "none"
+        _say(f"CPU ceiling {shed['max_cpu_percent']:g} % of one core: {shed['shed_total']:,} events shed "
+             f"({kinds}); shedding at the end: {', '.join(shed['shedding']) or 'nothing'}")  # fmt: skip
     for name, state in doc["sinks"].items():
         _say(f"sink {name}: {json.dumps(state)}")
     for d in doc["damage"]:

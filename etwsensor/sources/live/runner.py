@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from etwsensor.budget import CpuBudget
 from etwsensor.decode.decoder import Decoder
 from etwsensor.events import RawEvent, RawRecord
 from etwsensor.normalize import Normalizer
@@ -124,6 +125,7 @@ class LiveLoop:
         replan: Callable[[RuleSet], dict[str, Any]] | None = None,
         exporter: RowExporter | None = None,
         host_facts: HostFacts | None = None,
+        budget: CpuBudget | None = None,
     ) -> None:
         self.records = records
         self.decoder = decoder
@@ -137,6 +139,7 @@ class LiveLoop:
         self.replan = replan  # what a reloaded set would need of the sessions (for the reload record)
         self.exporter = exporter  # trace --export: every row also goes to the Parquet dataset
         self.host_facts = host_facts  # tokens and SID names read from this host (sources/live/hostfacts.py)
+        self.budget = budget  # a CPU ceiling: over it the lowest-value events are shed (etwsensor.budget)
         self._gates: Mapping[str, RowGate] = detector.ruleset.row_gates()
         self.probe: Win32kProbe | None = None  # set by the live command when the plan enables Win32k
         self.summary = ReplaySummary(inputs=[detector.source])
@@ -156,6 +159,8 @@ class LiveLoop:
             else:
                 for ev in self.reorder.idle():
                     self.on_event(ev)
+                if self.budget is not None:  # a quiet host: the share falls and shed kinds come back
+                    self.budget.check()
                 self.idle()
         while (rec := take(0)) is not None:
             self.on_record(rec)
@@ -186,6 +191,9 @@ class LiveLoop:
             return
         if ev.provider == WIN32K and self.probe is not None and self.probe.observe(ev):
             return  # the start-up probe's own test hook
+        if self.budget is not None and not self.budget.admit(ev.provider, ev.name):
+            self.summary.events += 1  # over the CPU ceiling: shed before the reorder window, counted
+            return
         if self.host_facts is not None and ev.provider in START_PROVIDERS:
             token = self.host_facts.on_start(ev)
             if token is not None:  # same timestamp, pushed first: it leaves the window just before the start
@@ -279,6 +287,8 @@ class LiveLoop:
         s.alerts, s.matched = d.alerts, d.matched
         s.suppressed, s.allowlisted = d.suppressor.suppressed, d.allowlist.silenced
         s.rule_errors = dict(d.ruleset.errors)
+        if self.budget is not None:
+            s.shed = self.budget.state()
         if self.records.dropped:
             s.damage.append(f"live: {self.records.dropped} record(s) dropped, the queue was full")
         return s
