@@ -6,7 +6,8 @@
     python scripts/bench.py evtx [--rounds N] [--inputs K] [--sigma DIR]
     python scripts/bench.py stateful [--events N]
                                  [--zircolite DIR --zircolite-python PY]
-    python scripts/bench.py normalize|rules|sinks|startup|live|hunt [their options] (scripts/bench_<stage>.py)
+    python scripts/bench.py normalize|rules|sinks|startup|live|hunt|compare|idle [their options]
+                                 (scripts/bench_<stage>.py)
 
 decode: reading + decoding the real perfview .etl (tests/data/etl), records/s and decoded events/s,
 beside dissect.etl on the same file in the same run when it is installed (`pip install -e .[bench]`;
@@ -410,6 +411,8 @@ STAGE_SCRIPTS = {
     "startup": "bench_startup.py",
     "live": "bench_live.py",
     "hunt": "bench_hunt.py",
+    "compare": "bench_compare.py",
+    "idle": "bench_idle.py",
 }
 
 
