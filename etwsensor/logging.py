@@ -1,18 +1,39 @@
-"""Logging: structlog to stderr, JSON lines when stderr is not a terminal. Never on stdout."""
+"""Logging: structlog to stderr, JSON lines when stderr is not a terminal. Never on stdout.
+
+structlog (which brings rich) is imported when something first logs: a run that logs nothing, like a
+short replay, never pays for it. ``configure`` is then applied at that moment.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
-if TYPE_CHECKING:  # structlog is imported when something logs: `etwsensor --version` never does
+if TYPE_CHECKING:
     import structlog
 
 from etwsensor.redact import log_processor
 
+_pending: list[bool] = []  # the verbose flag of a configure() that waits for the first log line
+
 
 def configure(verbose: bool = False) -> None:
+    """Log to stderr; applied now if structlog is loaded, else when the first logger is used."""
+    _pending[:] = [verbose]
+    if "structlog" in sys.modules:
+        _structlog()
+
+
+def _structlog() -> Any:
+    import structlog
+
+    if _pending:
+        _apply(_pending.pop())
+    return structlog
+
+
+def _apply(verbose: bool) -> None:
     import structlog
 
     processors: list[structlog.typing.Processor] = [
@@ -35,10 +56,25 @@ def configure(verbose: bool = False) -> None:
     )
 
 
-def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
-    import structlog
+class _Deferred:
+    """A logger that imports (and configures) structlog on its first use."""
 
-    return structlog.get_logger(name)  # type: ignore[no-any-return]
+    __slots__ = ("_logger", "_name")
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._logger: Any = None
+
+    def __getattr__(self, attr: str) -> Any:
+        if self._logger is None:
+            self._logger = _structlog().get_logger(self._name)
+        return getattr(self._logger, attr)
+
+
+def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
+    if "structlog" in sys.modules:
+        return _structlog().get_logger(name)  # type: ignore[no-any-return]
+    return cast("structlog.typing.FilteringBoundLogger", _Deferred(name))
 
 
 def configure_file(path: str, max_bytes: int = 10 << 20, backups: int = 5, verbose: bool = False) -> None:
@@ -47,6 +83,8 @@ def configure_file(path: str, max_bytes: int = 10 << 20, backups: int = 5, verbo
     from logging.handlers import RotatingFileHandler
 
     import structlog
+
+    _pending.clear()  # this configuration wins over a deferred configure()
 
     handler = RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(message)s"))

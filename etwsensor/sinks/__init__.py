@@ -19,12 +19,8 @@ from etwsensor.logging import get_logger
 from etwsensor.sinks.base import Sink, SpooledSink, Transport, empty_state, undelivered
 from etwsensor.sinks.config import SinkSettings, default_spool_dir
 from etwsensor.sinks.formatted import split_format, with_format
-from etwsensor.sinks.http import HecTransport, WebhookTransport
 from etwsensor.sinks.local import FileSink, StdoutSink
-from etwsensor.sinks.relp import RelpTransport
 from etwsensor.sinks.spool import Spool, SpoolError
-from etwsensor.sinks.syslog import SyslogTransport
-from etwsensor.sinks.tls import client_context
 from etwsensor.sinks.urls import SINK_URL_FORMS, SinkConfigError, SinkTarget, parse_sink_url, redact
 
 __all__ = [
@@ -36,6 +32,12 @@ log = get_logger("etwsensor.sinks")
 
 
 def _transport(target: SinkTarget, settings: SinkSettings) -> Transport:
+    # Network transports are imported when a network sink is opened (httpx, ssl): not for stdout/file.
+    from etwsensor.sinks.http import HecTransport, WebhookTransport
+    from etwsensor.sinks.relp import RelpTransport
+    from etwsensor.sinks.syslog import SyslogTransport
+    from etwsensor.sinks.tls import client_context
+
     if target.kind == "syslog":
         tls = client_context(settings, target.display) if target.tls else None
         if target.relp:

@@ -52,7 +52,8 @@ def test_every_lazy_command_resolves_and_has_help(name: str) -> None:
 
 
 def test_a_warm_replay_does_not_import_the_kql_parser(tmp_path: Path) -> None:
-    """Every rule's IR comes from the cache: duckdb-kql's parser (ANTLR) is not loaded, only its IR."""
+    """Every rule's IR comes from the cache: duckdb-kql's parser (ANTLR) is not loaded, only its IR;
+    nothing logs and no network sink is opened, so neither structlog nor httpx is loaded."""
     demo = Path(__file__).resolve().parents[2] / "examples" / "demo.jsonl.zst"
     lines = zstandard.ZstdDecompressor().stream_reader(demo.open("rb")).read().split(b"\n")
     six = tmp_path / "six.jsonl"
@@ -65,3 +66,25 @@ def test_a_warm_replay_does_not_import_the_kql_parser(tmp_path: Path) -> None:
     assert not sorted(
         m for m in warm if m.startswith("antlr4") or m == "duckdb_kql" or m.startswith("duckdb_kql._")
     )
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_logging_configured_before_structlog_is_loaded_applies_on_the_first_line(verbose: bool) -> None:
+    code = (
+        "import sys\n"
+        "from etwsensor.logging import configure, get_logger\n"
+        "from etwsensor.redact import register\n"
+        "register('hunter2')\n"
+        "log = get_logger('etwsensor.test')\n"
+        f"configure(verbose={verbose})\n"
+        "assert 'structlog' not in sys.modules\n"
+        "log.debug('quiet unless verbose', n=1)\n"
+        "log.warning('token=hunter2 seen', n=2)\n"
+        "assert 'structlog' in sys.modules\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    lines = [json.loads(line) for line in proc.stderr.splitlines()]  # JSON lines: stderr is not a terminal
+    assert [line["event"].split()[0] for line in lines] == (
+        ["quiet", "token=***"] if verbose else ["token=***"]
+    )
+    assert lines[-1]["level"] == "warning" and lines[-1]["n"] == 2 and "timestamp" in lines[-1]
