@@ -29,6 +29,7 @@ from typing import Any
 import re2
 import yaml
 
+from etwsensor.cachedir import cache_root
 from etwsensor.rules.errors import CompileError, RuleFailure
 from etwsensor.rules.frontend import DUCKDB_KQL_VERSION, FrontEndError, locate, parse
 from etwsensor.rules.irnorm import rebalance
@@ -135,9 +136,7 @@ class Match:
 
 
 def cache_dir() -> Path:
-    env = os.environ.get("ETWSENSOR_CACHE_DIR")
-    base = Path(env) if env else Path.home() / ".cache" / "etwsensor"
-    return base / "rules"
+    return cache_root() / "rules"
 
 
 def _cache_key(kql: str) -> str:

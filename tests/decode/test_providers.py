@@ -6,9 +6,17 @@ import csv
 import re
 from pathlib import Path
 
+import msgspec
 import pytest
 
-from etwsensor.decode.schema import ProviderDef, ProviderFileError, load_provider_file, load_providers
+from etwsensor.decode import schema
+from etwsensor.decode.schema import (
+    ProviderDef,
+    ProviderFileError,
+    load_provider_file,
+    load_providers,
+    providers_dir,
+)
 
 TSV = Path(__file__).parents[1] / "data" / "etw"
 SIG = re.compile(r"^(?P<name>[^(]*)\((?P<fields>.*)\)$")
@@ -189,3 +197,27 @@ def test_win32k_audit_events_are_enabled_by_the_audit_keyword_only() -> None:
     rows = tsv_rows("Microsoft-Windows-Win32k.tsv")
     # The dump has many more Win32k events (and 1000, SetWinEventHook, on the same keyword): not decoded.
     assert len({eid for (_, eid, _) in rows}) > 100 and ("Microsoft-Windows-Win32k", 1000, 0) in rows
+
+
+def test_parsed_provider_files_are_cached_and_a_bad_entry_is_parsed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ETWSENSOR_CACHE_DIR", str(tmp_path / "cache"))
+    files = sorted(providers_dir().glob("*.yaml"))
+    parsed = [load_provider_file(f) for f in files]
+    entries = [schema._cache_path(f.read_bytes()) for f in files]
+    assert all(e.is_file() for e in entries)
+    # The entry is what is read: an edited one shows through (the cache is trusted like the user's home).
+    edited = msgspec.msgpack.decode(entries[0].read_bytes()) | {"name": "FromTheCache"}
+    entries[0].write_bytes(msgspec.msgpack.encode(edited))
+    assert load_provider_file(files[0]).name == "FromTheCache"
+    for damage in (
+        b"",
+        b"\xc1 not msgpack",
+        msgspec.msgpack.encode({"name": "x"}),
+        msgspec.msgpack.encode([1]),
+    ):
+        for e in entries:
+            e.write_bytes(damage)
+        assert [load_provider_file(f) for f in files] == parsed  # parsed again from the YAML
+        assert [ProviderDef.model_validate(msgspec.msgpack.decode(e.read_bytes())) for e in entries] == parsed
