@@ -210,7 +210,7 @@ def _row_batches(
             summary.damage.append(f"{path}: {rows.bad} bad line(s) skipped")
             summary.damage.extend(f"{path}: line {n}: {reason}" for n, reason in rows.bad_lines[:100])
         return
-    source = open_source(path)
+    source = open_source(path, host_name=device_name)
     summary.input_kinds[str(path)] = source_kind(path)
     facts = None
     if files_from is not None:

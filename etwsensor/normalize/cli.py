@@ -159,7 +159,7 @@ def normalize_command(
         rows: Iterable[TableRow] = row_file
     else:
         try:
-            source = open_source(file)
+            source = open_source(file, host_name=device_name)
         except SourceOpenError as exc:
             _say(f"error: {exc}")
             raise typer.Exit(EXIT_USAGE) from exc

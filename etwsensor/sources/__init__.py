@@ -87,8 +87,10 @@ def _json_kind(path: Path) -> str | None:
     return "rows"
 
 
-def open_source(path: Path) -> EventSource:
-    """Open an .etl file, a recording or a Windows event log. Raises SourceOpenError otherwise."""
+def open_source(path: Path, host_name: str | None = None) -> EventSource:
+    """Open an .etl file, a recording or a Windows event log. Raises SourceOpenError otherwise.
+    ``host_name``: the DeviceName already known (``--device-name``); an .etl file is then not read
+    ahead for its own."""
     kind = source_kind(path)
     if not path.is_file():
         raise SourceOpenError(f"{path}: no such file")
@@ -97,7 +99,7 @@ def open_source(path: Path) -> EventSource:
     if kind == "etl":
         from etwsensor.sources.etl_source import EtlSource
 
-        return EtlSource(path)
+        return EtlSource(path, host_name=host_name)
     if kind == "evtx":
         from etwsensor.sources.evtx import EvtxSource
 

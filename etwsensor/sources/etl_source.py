@@ -16,7 +16,10 @@ from etwsensor.sources.header import HostInfo, RecordingHeader
 
 
 class EtlSource:
-    def __init__(self, path: Path, decoder: Decoder | None = None) -> None:
+    """``host_name``: the DeviceName already known (``--device-name``): the file is then not read ahead
+    for its SystemConfig record."""
+
+    def __init__(self, path: Path, decoder: Decoder | None = None, host_name: str | None = None) -> None:
         from etwsensor.sources import SourceOpenError
         from etwsensor.sources.etl import EtlFormatError, EtlReader
 
@@ -29,7 +32,8 @@ class EtlSource:
         self.etl_header = h
         from etwsensor.enrich.device import device_id_from_name, etl_host_name
 
-        name = etl_host_name(self._reader)  # DeviceName for every row, not just those after the record
+        # DeviceName for every row, not just those after the record: read ahead unless it is given
+        name = host_name if host_name else etl_host_name(self._reader)
         self.header = RecordingHeader(
             host=HostInfo(
                 name=name,

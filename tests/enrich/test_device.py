@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from etwsensor.cli import app
@@ -31,6 +33,33 @@ def test_device_name_wins() -> None:
     row = _first_row("--device-name", "WS-042")
     assert row["DeviceName"] == "WS-042"
     assert row["DeviceId"] == hashlib.sha1(b"etwsensor-device-name:ws-042").hexdigest()
+
+
+@pytest.fixture
+def look_aheads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How often an .etl file was read ahead for its host name (the real reader, counted)."""
+    from etwsensor.sources.etl import EtlReader
+
+    calls: list[int] = []
+    real = EtlReader.head_records
+
+    def counted(self: EtlReader, buffers: int) -> Iterator[object]:
+        calls.append(buffers)
+        return real(self, buffers)
+
+    monkeypatch.setattr(EtlReader, "head_records", counted)
+    return calls
+
+
+@pytest.mark.parametrize("command", ["normalize", "replay"])
+def test_device_name_skips_the_look_ahead(look_aheads: list[int], command: str) -> None:
+    extra = ["-t", "DeviceProcessEvents"] if command == "normalize" else []
+    result = runner.invoke(app, [command, str(ETL), "--device-name", "WS-042", *extra])
+    assert result.exit_code == 0, result.output
+    assert look_aheads == []
+    result = runner.invoke(app, [command, str(ETL), *extra])
+    assert result.exit_code == 0, result.output
+    assert len(look_aheads) == 1  # without the option the file is read ahead once
 
 
 class Host:
