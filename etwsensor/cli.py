@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 EXIT_DAMAGED = exitcodes.DAMAGED_INPUT
 
+_TRUSTED_ROOTS = "PEM file of root certificates signatures may also chain to (with --files-from)."
 app = typer.Typer(
     name="etwsensor",
     help="ETW → Defender for Endpoint tables → KQL detections → JSON alerts.",
@@ -361,6 +362,7 @@ def replay_command(
     device_name: str | None = typer.Option(
         None, "--device-name", help="DeviceName of the rows (wins over the input's); DeviceId derived from it"
     ),
+    trusted_roots: Path | None = typer.Option(None, "--trusted-roots", help=_TRUSTED_ROOTS),
     reload: bool = typer.Option(
         False, "--reload", help="Watch rule folders and the config file (and SIGHUP); reload between rows."
     ),
@@ -378,6 +380,7 @@ def replay_command(
 
     _check_inputs(files)
     _check_files_from(files_from)
+    _check_trusted_roots(trusted_roots)
     settings = _settings_or_exit(config)
     pinned = _parse_now(now)
     ruleset, rules_code = _load_rules(
@@ -425,6 +428,7 @@ def replay_command(
                 device_name=device_name,
                 budget=budget,
                 clocks=clocks,
+                trusted_roots=trusted_roots,
             )
     finally:
         if reloader is not None:
@@ -450,6 +454,18 @@ def _check_files_from(spec: str | None) -> None:
     try:
         parse_files_from(spec)
     except FilesFromError as exc:
+        say(f"error: {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _check_trusted_roots(path: Path | None) -> None:
+    if path is None:
+        return
+    from etwsensor.enrich.trust import TrustError, read_trusted_roots
+
+    try:
+        read_trusted_roots(path)
+    except TrustError as exc:
         say(f"error: {exc}")
         raise typer.Exit(2) from exc
 

@@ -183,6 +183,7 @@ def _row_batches(
     device_name: str | None = None,
     pacer: Pacer | None = None,
     budget: CpuBudget | None = None,
+    trusted_roots: Path | None = None,
 ) -> Iterator[tuple[Sequence[TableRow], datetime | None, int]]:
     """The rows of one input, in batches (the rows one event completes) with their event time and
     the rows made so far in this input (built or skipped by a gate: the count the summary shows);
@@ -216,7 +217,7 @@ def _row_batches(
     if files_from is not None:
         from etwsensor.enrich import offline_enricher
 
-        facts = offline_enricher(files_from)
+        facts = offline_enricher(files_from, trusted_roots=trusted_roots)
     from etwsensor.enrich.device import named_header
 
     header = named_header(source.header, device_name)
@@ -296,6 +297,7 @@ def replay(
     rate: float | None = None,
     budget: CpuBudget | None = None,
     clocks: Clocks | None = None,
+    trusted_roots: Path | None = None,
 ) -> ReplaySummary:
     """Run every input through the detector and the sinks, in order. Never raises on bad input.
     With a ``heartbeat``, its start record goes out first, its stop record last, and running records
@@ -303,6 +305,7 @@ def replay(
     aside replaces the running one between two rows (the normalizer's state is kept).
     ``files_from``: a ``--files-from`` folder map; image facts are computed from those files.
     ``device_name``: DeviceName of every row (``--device-name``), DeviceId derived from it.
+    ``trusted_roots``: a PEM file of roots signatures may also chain to (``--trusted-roots``).
     ``rate``: at most this many events per second (a live host's pace), so ``summary.timing`` tells
     the CPU share the pipeline needs at that rate. ``budget``: a CPU ceiling that sheds the lowest-value
     events while the share is over it (``--max-cpu``); ``clocks``: the wall/CPU clocks and sleep of both."""
@@ -337,7 +340,8 @@ def replay(
             clock: datetime | None = now  # per input: each file is its own stream
             try:
                 batches = _row_batches(path, device_map, gates, summary, by_provider, files_from, active,
-                                       device_name=device_name, pacer=pacer, budget=budget)  # fmt: skip
+                                       device_name=device_name, pacer=pacer, budget=budget,
+                                       trusted_roots=trusted_roots)  # fmt: skip
                 for batch, ts, made in batches:
                     if now is None and ts is not None and (clock is None or ts > clock):
                         clock = ts

@@ -67,6 +67,7 @@ def facts_event(facts: ImageFacts, ts: datetime) -> RawEvent:
         "Signer": facts.signer,
         "SignerType": facts.signer_type,
         "Error": facts.error,
+        "SignatureType": facts.signature_type,
     }
     return RawEvent(guid=FACTS_GUID, provider=FACTS_PROVIDER, name=FACTS_EVENT, id=1, opcode=None,
                     version=0, ts=ts, pid=0, tid=0, cpu=0, fields=fields)  # fmt: skip
@@ -84,6 +85,7 @@ def facts_from_fields(fields: dict[str, Any]) -> ImageFacts:
         path=path, size=size, sha1=text.get("SHA1", ""), sha256=text.get("SHA256", ""),
         md5=text.get("MD5", ""), version=version, signature_status=text.get("SignatureStatus", ""),
         signer=text.get("Signer", ""), signer_type=text.get("SignerType", ""), error=text.get("Error", ""),
+        signature_type=text.get("SignatureType", ""),
     )  # fmt: skip
 
 
@@ -280,4 +282,7 @@ def _additional(row: dict[str, Any], facts: ImageFacts) -> None:
     if facts.signer:
         extra["Signer"] = facts.signer
         extra["SignerType"] = facts.signer_type
+    if facts.signature_type:  # DeviceFileCertificateInfo's words: Embedded / Catalog, chain trusted or not
+        extra["SignatureType"] = facts.signature_type
+        extra["IsTrusted"] = facts.signature_status == "Valid"
     row["AdditionalFields"] = msgspec.json.encode(extra).decode()

@@ -12,7 +12,7 @@ import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 
-from etwsensor.enrich.facts import ImageFacts, compute_facts
+from etwsensor.enrich.facts import ImageFacts, Signatures, compute_facts
 from etwsensor.enrich.files import FileStat, Locator, stat_of
 
 
@@ -36,8 +36,10 @@ class FactsWorker:
         cache_size: int = 8192,
         max_pending: int = 4096,
         synchronous: bool = False,
+        signatures: Signatures | None = None,
     ) -> None:
         self.locator = locator
+        self.signatures = signatures  # None: bundled roots, no catalogs
         self.budget = budget or Budget()
         self.synchronous = synchronous
         self._cache: OrderedDict[str, tuple[FileStat, ImageFacts]] = OrderedDict()
@@ -148,7 +150,7 @@ class FactsWorker:
             return self._deliver(path, st, ImageFacts(path=path, size=st.size, error="unreadable"))
         self.bytes_read += len(data)
         self.computed += 1
-        return self._deliver(path, st, compute_facts(path, data))
+        return self._deliver(path, st, compute_facts(path, data, self.signatures))
 
     def _deliver(self, path: str, st: FileStat, facts: ImageFacts) -> ImageFacts:
         key = path.lower()
@@ -175,7 +177,7 @@ class FactsWorker:
         self._next_read = now + size / rate
 
     def stats(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "requested": self.requested,
             "computed": self.computed,
             "bytes_read": self.bytes_read,
@@ -183,6 +185,11 @@ class FactsWorker:
             "dropped_requests": self.dropped,
             "errors": dict(self.errors),
         }
+        if self.signatures is not None:
+            out["trusted_roots"] = list(self.signatures.trust.sources)
+            if self.signatures.catalogs is not None:
+                out["catalogs"] = self.signatures.catalogs.stats()
+        return out
 
 
 def _renamed(facts: ImageFacts, path: str) -> ImageFacts:

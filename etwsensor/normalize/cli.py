@@ -121,17 +121,29 @@ def normalize_command(
     device_name: str | None = typer.Option(
         None, "--device-name", help="DeviceName of the rows (wins over the input's); DeviceId derived from it"
     ),
+    trusted_roots: Path | None = typer.Option(
+        None, "--trusted-roots", help="PEM file of roots signatures may also chain to (with --files-from)."
+    ),
 ) -> None:
     """Normalize FILE into Defender table rows (NDJSON on stdout, summary on stderr)."""
     from etwsensor.enrich import Enricher, FilesFromError, offline_enricher
+    from etwsensor.enrich.trust import TrustError
     from etwsensor.sources import SourceOpenError, open_source, source_kind
 
     tables = _tables(table)
     facts: Enricher | None = None
+    if trusted_roots is not None:
+        from etwsensor.enrich.trust import read_trusted_roots
+
+        try:
+            read_trusted_roots(trusted_roots)
+        except TrustError as exc:
+            _say(f"error: {exc}")
+            raise typer.Exit(EXIT_USAGE) from exc
     if files_from is not None:
         try:
-            facts = offline_enricher(files_from)
-        except FilesFromError as exc:
+            facts = offline_enricher(files_from, trusted_roots=trusted_roots)
+        except (FilesFromError, TrustError) as exc:
             _say(f"error: {exc}")
             raise typer.Exit(EXIT_USAGE) from exc
     pinned: dict[str, str] | None = None

@@ -11,7 +11,8 @@ from pathlib import Path
 import lief
 import pytest
 
-from etwsensor.enrich import compute_facts
+from etwsensor.enrich import Signatures, compute_facts
+from etwsensor.enrich.trust import build_trust
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "pe"
 PE_FILES = sorted(DATA.glob("*.exe")) + sorted(DATA.glob("*.efi"))
@@ -77,9 +78,12 @@ def test_a_launcher_without_version_resource_has_none() -> None:
     assert facts.version == {} and facts.error == "" and facts.signature_status == "Unsigned"
 
 
-def test_microsoft_signed_shim_is_valid() -> None:
+def test_microsoft_signed_shim_is_intact_but_its_uefi_root_is_not_a_windows_root() -> None:
+    # The shim's chain ends at "Microsoft Corporation Third Party Marketplace Root", a UEFI firmware root
+    # that is not in Microsoft's Trusted Root Program list: intact, but Windows would not call it valid.
     facts = compute_facts("shimx64.efi", (DATA / "shimx64.efi").read_bytes())
-    assert facts.signature_status == "Valid"
+    assert facts.signature_status == "Unknown"
+    assert facts.signature_type == "Embedded"
     assert facts.signer == "Microsoft Windows UEFI Driver Publisher"
     assert facts.signer_type == "Microsoft"
 
@@ -125,11 +129,38 @@ def _osslsigncode_ok(path: Path, cert: Path) -> bool:
 
 def test_a_signature_made_here_is_valid_as_osslsigncode_says(signed_launcher: tuple[Path, Path]) -> None:
     path, cert = signed_launcher
-    facts = compute_facts(str(path), path.read_bytes())
-    assert _osslsigncode_ok(path, cert)
-    assert facts.signature_status == "Valid"
+    facts = compute_facts(str(path), path.read_bytes(), Signatures(build_trust(cert)))
+    assert _osslsigncode_ok(path, cert)  # with the self-signed certificate as its trusted root
+    assert (facts.signature_status, facts.signature_type) == ("Valid", "Embedded")
     assert facts.signer == "etwsensor test signer" and facts.signer_type == "Unknown"
     assert facts.version["OriginalFileName"] == "t64.exe"
+
+
+def test_a_self_signed_signature_is_intact_but_not_trusted(signed_launcher: tuple[Path, Path]) -> None:
+    path, _ = signed_launcher
+    r = subprocess.run(["osslsigncode", "verify", "-in", str(path)], capture_output=True, text=True)
+    assert r.returncode != 0  # osslsigncode too: no trusted root, although the digest matches
+    facts = compute_facts(str(path), path.read_bytes())  # the bundled Microsoft roots only
+    assert (facts.signature_status, facts.signature_type) == ("Unknown", "Embedded")
+    assert facts.signer == "etwsensor test signer"
+
+
+def test_a_chain_through_the_test_ca_is_trusted_only_with_that_ca(tmp_path: Path) -> None:
+    from tests.enrich.signing import make_signer, need_tools
+
+    need_tools()
+    signer = make_signer(tmp_path / "ca", name="etwsensor chained signer")
+    out = tmp_path / "t64-chained.exe"
+    subprocess.run(["osslsigncode", "sign", "-certs", str(signer.chain), "-key", str(signer.key),
+                    "-h", "sha256", "-in", str(DATA / "t64.exe"), "-out", str(out)],
+                   check=True, capture_output=True)  # fmt: skip
+    assert _osslsigncode_ok(out, signer.ca)
+    data = out.read_bytes()
+    assert compute_facts("t64.exe", data, Signatures(build_trust(signer.ca))).signature_status == "Valid"
+    other = make_signer(tmp_path / "other")  # a CA of the same name but another key: no chain
+    assert compute_facts("t64.exe", data, Signatures(build_trust(other.ca))).signature_status == "Unknown"
+    # a certificate given as a trusted root is an anchor itself, self-signed or not
+    assert compute_facts("t64.exe", data, Signatures(build_trust(signer.cert))).signature_status == "Valid"
 
 
 def test_a_tampered_signed_file_is_invalid_as_osslsigncode_says(

@@ -39,11 +39,52 @@ def test_normalize_fills_hashes_version_and_signature_from_the_collection(tmp_pa
                                for r in by_explorer)  # fmt: skip
     by_svchost = [r for r in rows if r["$table"] == "DeviceProcessEvents"
                   and r["InitiatingProcessFolderPath"] == "C:\\Windows\\System32\\svchost.exe"]  # fmt: skip
-    assert by_svchost and all(r["InitiatingProcessSignatureStatus"] == "Valid" for r in by_svchost)
+    # the shim standing in for svchost: intact, but its UEFI root is not one Windows trusts for code
+    assert by_svchost and all(r["InitiatingProcessSignatureStatus"] == "Unknown" for r in by_svchost)
     assert {r["InitiatingProcessSignerType"] for r in by_svchost} == {"Microsoft"}
     # files the collection does not hold stay empty
     edge = [r for r in rows if str(r.get("FolderPath")).endswith("msedge.exe")]
     assert edge and all(r["SHA256"] == "" and r["FileSize"] is None for r in edge)
+
+
+def test_the_collections_catalogs_sign_its_files(tmp_path: Path) -> None:
+    from tests.enrich.signing import make_catalog, make_signer, need_tools
+
+    need_tools()
+    root = make_collection(tmp_path / "kape")
+    signer = make_signer(tmp_path / "ca")
+    catroot = root / "C" / "windows" / "SYSTEM32" / "catroot" / "{F750E6C3-38EE-11D1-85E5-00C04FC295EE}"
+    make_catalog([root / "C/windows/SYSTEM32/notepad.exe"], catroot / "Microsoft-Windows-Notepad.cat", signer)
+
+    def notepad_fields(*extra: str) -> list[dict[str, object]]:
+        rows = _rows(["--files-from", str(root), *extra])
+        found = [json.loads(str(r["AdditionalFields"])) for r in rows if r["$table"] == "DeviceProcessEvents"
+                 and r["FolderPath"] == "C:\\Windows\\System32\\notepad.exe"]  # fmt: skip
+        assert found
+        return found
+
+    untrusted = notepad_fields()  # the test CA is no Microsoft root
+    assert all(f["SignatureStatus"] == "Unknown" and f["SignatureType"] == "Catalog"
+               and f["IsTrusted"] is False and f["Signer"] == "etwsensor catalog signer"
+               for f in untrusted)  # fmt: skip
+    trusted = notepad_fields("--trusted-roots", str(signer.ca))
+    assert all(f["SignatureStatus"] == "Valid" and f["IsTrusted"] is True for f in trusted)
+    # replay: the summary counts the catalogs read
+    result = runner.invoke(app, ["replay", str(DEMO), "--files-from", str(root),
+                                 "--trusted-roots", str(signer.ca),
+                                 "--sink", f"file:{tmp_path / 'a.ndjson'}", "--json-summary"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stderr.strip().splitlines()[-1])
+    worker = summary["enrich"]["inputs"][str(DEMO)]["worker"]
+    assert worker["catalogs"]["catalogs"] == 1 and worker["catalogs"]["members"] == 1
+    assert any("--trusted-roots" in s for s in worker["trusted_roots"])
+
+
+def test_a_bad_trusted_roots_file_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "roots.pem").write_text("not a certificate\n")
+    for command in (["normalize", str(DEMO)], ["replay", str(DEMO)]):
+        result = runner.invoke(app, [*command, "--trusted-roots", str(tmp_path / "roots.pem")])
+        assert result.exit_code == 2 and "no PEM certificate" in result.output
 
 
 def test_without_files_from_the_columns_stay_empty_and_the_summary_says_why(tmp_path: Path) -> None:
