@@ -6,7 +6,7 @@
     python scripts/bench.py evtx [--rounds N] [--inputs K] [--sigma DIR]
     python scripts/bench.py stateful [--events N]
                                  [--zircolite DIR --zircolite-python PY]
-    python scripts/bench.py normalize|rules|sinks|startup|live|hunt|compare|idle [their options]
+    python scripts/bench.py normalize|rules|sinks|startup|live|hunt|compare|idle|catalogs [their options]
                                  (scripts/bench_<stage>.py)
 
 decode: reading + decoding the real perfview .etl (tests/data/etl), records/s and decoded events/s,
@@ -413,6 +413,7 @@ STAGE_SCRIPTS = {
     "hunt": "bench_hunt.py",
     "compare": "bench_compare.py",
     "idle": "bench_idle.py",
+    "catalogs": "bench_catalogs.py",
 }
 
 

@@ -77,9 +77,13 @@ def authentihash(path: Path, algorithm: str = "sha256") -> bytes:
 
 def make_catalog(files: list[Path], out: Path, signer: Signer, algorithm: str = "sha256") -> Path:
     """A catalog of ``files`` (their Authenticode ``algorithm`` hashes), signed by ``signer``."""
+    return make_catalog_of([authentihash(path, algorithm) for path in files], out, signer, algorithm)
+
+
+def make_catalog_of(digests: list[bytes], out: Path, signer: Signer, algorithm: str = "sha256") -> Path:
+    """A catalog whose members are ``digests`` (Authenticode hashes), signed by ``signer``."""
     members = []
-    for path in files:
-        digest = authentihash(path, algorithm)
+    for digest in digests:
         indirect = SpcIndirectDataContent({
             "data": {"type": _PE_IMAGE_DATA, "value": core.Any.load(_PE_IMAGE_VALUE)},
             "message_digest": {"digest_algorithm": {"algorithm": algorithm}, "digest": digest},
