@@ -67,16 +67,25 @@ def etwsensor_runs(evtx: Path, sigma: Path | None, repeat: int, cache: Path) -> 
     env = {**os.environ, "ETWSENSOR_CACHE_DIR": str(cache)}
     exe = [sys.executable, "-m", "etwsensor", "replay", str(evtx), "--sink", "file:/dev/null",
            "--json-summary"]  # fmt: skip
+    from etwsensor.rules import RuleSet
+
     packs: dict[str, list[str]] = {"builtin": []}
+    counts = {"builtin": len(RuleSet.load([], builtin=True)[0].rules)}
     if sigma is not None:
         packs["sigma"] = ["--rules", str(sigma), "--no-builtin", "--skip-bad-rules"]
+        counts["sigma"] = len(list(sigma.glob("*.kql")))
     out: dict[str, Any] = {}
     for name, extra in packs.items():
         measured([*exe, *extra], env=env)  # fills the rule cache: the timed runs load warm
         runs = [measured([*exe, *extra], env=env) for _ in range(repeat)]
         result = best(runs)
         summary = json.loads(result.pop("output_tail").strip().splitlines()[-1])
-        result.update(events=summary["events"], alerts=summary["alerts"])
+        result.update(
+            events=summary["events"],
+            alerts=summary["alerts"],
+            matches=sum(summary["matched_by_rule"].values()),
+        )  # before suppression, as the others
+        result["rules"] = counts[name]
         out[name] = result
     return out
 
@@ -89,6 +98,12 @@ def zircolite_runs(checkout: Path, python: str, evtx: Path, repeat: int) -> dict
             cmd = [python, "zircolite.py", "--evtx", str(evtx), "--ruleset", str(ruleset), "-q", "--nolog",
                    "-o", str(Path(tmp) / "detected.json")]  # fmt: skip
             runs.append(measured(cmd, cwd=checkout))
+            try:  # a list of {title, count, matches} per rule that matched
+                found = json.loads((Path(tmp) / "detected.json").read_text("utf-8"))
+                runs[-1]["matches"] = sum(int(r.get("count", len(r.get("matches", [])))) for r in found)
+            except (OSError, ValueError, TypeError, AttributeError):  # no file when nothing matched
+                none = re.search(r"Detections\s+None", runs[-1]["output_tail"])
+                runs[-1]["matches"] = 0 if none else None
     result = best(runs)
     tail = result.pop("output_tail")
     own = re.search(r"Duration\s+([0-9.]+)s", tail)
@@ -137,7 +152,7 @@ def duckdb_worker(evtx: Path, sigma: Path) -> None:
             errors += 1
     t3 = time.process_time()
     print(json.dumps({"events": report.events, "rows": sum(report.rows.values()), "rules": len(translated),
-                      "rules_not_translated": failed, "rules_failed_to_run": errors, "alerts": hits,
+                      "rules_not_translated": failed, "rules_failed_to_run": errors, "matches": hits,
                       "cpu_load_rows_s": round(t1 - t0, 2), "cpu_translate_s": round(t2 - t1, 2),
                       "cpu_execute_s": round(t3 - t2, 2)}))  # fmt: skip
 
@@ -175,11 +190,15 @@ def main() -> None:
     for doc in engines.values():
         if doc.get("wall_s"):
             doc["events_per_s"] = round(records / doc["wall_s"])
-    print("| engine | rules | events/s | wall s | CPU s | peak RSS MiB |", file=sys.stderr)
-    print("|---|---|---|---|---|---|", file=sys.stderr)
+        if doc.get("cpu_s"):
+            doc["events_per_cpu_s"] = round(records / doc["cpu_s"])
+    header = "| engine | rules | events/s (wall) | events/CPU s | wall s | CPU s | peak RSS MiB | matches |"
+    print(header, file=sys.stderr)
+    print("|---|---|---|---|---|---|---|---|", file=sys.stderr)
     for name, doc in engines.items():
-        print(f"| {name} | {doc.get('rules')} | {doc.get('events_per_s')} | {doc.get('wall_s')} | "
-              f"{doc.get('cpu_s')} | {doc.get('peak_rss_mib')} |", file=sys.stderr)  # fmt: skip
+        cells = [name, *(doc.get(k) for k in ("rules", "events_per_s", "events_per_cpu_s", "wall_s", "cpu_s",
+                                                "peak_rss_mib", "matches"))]  # fmt: skip
+        print("| " + " | ".join(map(str, cells)) + " |", file=sys.stderr)
     result["load_average_after"] = os.getloadavg()
     result["calibration_ns_after"] = calibration_ns()
     json.dump(result, sys.stdout, indent=2)
