@@ -303,10 +303,11 @@ def run_live(
     host_facts = HostFacts(host, {*header.sids, *WELL_KNOWN_SIDS})  # tokens and new SIDs' names
     host_ids = (header.host.name, header.host.device_id)
     budget = None
-    if options.max_cpu_percent:
+    ceiling = options.max_cpu_percent or settings.performance.max_cpu_percent  # the service: its config
+    if ceiling:
         from etwsensor.budget import budget_for
 
-        budget = budget_for(options.max_cpu_percent, ruleset, sinks.send, source, host_ids)
+        budget = budget_for(ceiling, ruleset, sinks.send, source, host_ids)
     loop = LiveLoop(records, decoder, normalizer, detector, [sinks], recorder, reloader=options.reloader,
                     replan=replan, exporter=exporter, host_facts=host_facts, budget=budget)  # fmt: skip
     callback = RecordCallback(records)
