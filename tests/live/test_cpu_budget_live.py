@@ -135,7 +135,8 @@ def test_the_service_takes_its_ceiling_from_the_config_file(
     control.stop()
     service.join(60)
     assert result == [0]
-    summary = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    summary = next(doc for doc in reversed(lines) if "live" in doc)  # the service also logs JSON lines
     assert summary["shed"]["max_cpu_percent"] == 50 and summary["shed"]["shed_total"] > 0
     docs = [json.loads(line) for line in out.read_text().splitlines()]
     assert any(d.get("rule", {}).get("id") == "etwsensor-cpu-ceiling" for d in docs)
