@@ -191,9 +191,15 @@ def inspect(
         raise typer.Exit(2) from exc
     from etwsensor.progress import counting
 
-    for _ in counting(src.events(), "reading"):
-        pass
+    interrupted = False
+    try:
+        for _ in counting(src.events(), "reading"):
+            pass
+    except KeyboardInterrupt:  # Ctrl-C: the counts so far, then exit 130
+        interrupted = True
     doc = src.stats.as_json()
+    if interrupted:
+        doc["interrupted"] = True
     damage = src.damage
     if as_json:
         typer.echo(json.dumps(doc))
@@ -218,6 +224,9 @@ def inspect(
         )
     for d in damage:
         say(f"damaged: {d}")
+    if interrupted:
+        say("interrupted (Ctrl-C): the counts above are the events read so far")
+        raise typer.Exit(exitcodes.INTERRUPTED)
     if damage:
         raise typer.Exit(EXIT_DAMAGED)
 
@@ -241,7 +250,11 @@ def convert(
         raise typer.Exit(2) from exc
     from etwsensor.progress import counting
 
-    n = write_recording(output, src.header, counting(src.events(), "converting"))
+    try:
+        n = write_recording(output, src.header, counting(src.events(), "converting"))
+    except KeyboardInterrupt:  # the recording is written under a temporary name: nothing is left
+        say(f"interrupted (Ctrl-C) after {src.stats.totals()['events']:,} events read: {output} not written")
+        raise typer.Exit(exitcodes.INTERRUPTED) from None
     totals = src.stats.totals()
     say(
         f"wrote {n} events to {output} (read {totals['events']}; other providers skipped: {totals['other']}; "
@@ -307,11 +320,6 @@ def _check_allowlist(settings: Settings, ruleset: RuleSet) -> None:
         say(f"error: config: {problem}")
     if problems:
         raise typer.Exit(exitcodes.USAGE)
-
-
-def _ruleset_or_exit(paths: list[Path], builtin: bool) -> RuleSet:
-    """``_load_rules`` for commands that have no use for its exit code."""
-    return _load_rules(paths, builtin, skip_bad_rules=True)[0]
 
 
 def _parse_now(now: str | None) -> datetime | None:
@@ -594,6 +602,7 @@ def baseline_command(
     config: Path | None = typer.Option(None, "--config", help="TOML configuration file."),
     device_map: str | None = typer.Option(None, "--device-map", help="As for replay."),
     now: str | None = typer.Option(None, "--now", help="Pin the stream clock (ISO-8601)."),
+    skip_bad_rules: bool = typer.Option(False, "--skip-bad-rules", help=SKIP_BAD_RULES_HELP),
 ) -> None:
     """Replay clean traces and write the allowlist entries that would silence every alert they raise."""
     from etwsensor.alerts.baseline import allowlist_toml, collect_entries
@@ -601,16 +610,30 @@ def baseline_command(
 
     _check_inputs(files)
     settings = _settings_or_exit(config)
-    ruleset = _ruleset_or_exit([*settings.rules.paths, *rules], settings.rules.builtin and not no_builtin)
+    pinned = _parse_now(now)
+    ruleset, rules_code = _load_rules(
+        [*settings.rules.paths, *rules], settings.rules.builtin and not no_builtin, skip_bad_rules
+    )
     detector = Detector(ruleset, str(files[0]), suppressor=suppressor_from(0, [], {}))
     collector = collect_entries()
-    summary = replay(files, detector, [collector], device_map or settings.device_map, _parse_now(now))
-    output.write_text(allowlist_toml(collector.entries(), [str(f) for f in files]), encoding="utf-8")
-    say(f"wrote {len(collector.entries())} allowlist entries for {summary.alerts.total()} alerts to {output}")
+    with _progress() as progress:
+        summary = replay(files, detector, [collector], device_map or settings.device_map, pinned, progress)
+    entries = collector.entries()
+    if summary.interrupted:  # a partial baseline would silently allow less than the user reviewed
+        say(f"interrupted (Ctrl-C) after {len(summary.inputs)} input(s), {summary.events:,} events, "
+            f"{summary.alerts.total():,} alerts ({len(entries)} entries): {output} not written")  # fmt: skip
+    else:
+        output.write_text(allowlist_toml(entries, [str(f) for f in files]), encoding="utf-8")
+        say(f"wrote {len(entries)} allowlist entries for {summary.alerts.total()} alerts to {output}")
     for d in summary.damage:
         say(f"damaged: {d}")
-    if summary.damage:
-        raise typer.Exit(EXIT_DAMAGED)
+    code = exitcodes.worst(
+        rules_code,
+        exitcodes.DAMAGED_INPUT if summary.damage else exitcodes.OK,
+        exitcodes.INTERRUPTED if summary.interrupted else exitcodes.OK,
+    )
+    if code:
+        raise typer.Exit(code)
 
 
 config_app = typer.Typer(help="The configuration etwsensor runs with.", no_args_is_help=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 import typer
 
 from etwsensor.exitcodes import DAMAGED_INPUT as EXIT_DAMAGED
+from etwsensor.exitcodes import INTERRUPTED
 from etwsensor.exitcodes import RULE_ERRORS as EXIT_QUERY  # the query cannot run: a failed check
 from etwsensor.exitcodes import USAGE as EXIT_USAGE
 
@@ -226,12 +227,17 @@ def export_command(
     output.mkdir(parents=True, exist_ok=True)
     writer = DatasetWriter(output, max_rows=part_rows)
     summary = ReplaySummary()
-    for path in files:
-        summary.inputs.append(str(path))
-        try:
-            writer.add_all(input_rows(path, device_map, summary))
-        except SourceOpenError as exc:
-            summary.damage.append(str(exc))
+    from etwsensor.progress import counting
+
+    try:
+        for path in files:
+            summary.inputs.append(str(path))
+            try:
+                writer.add_all(counting(input_rows(path, device_map, summary), "exporting", "rows"))
+            except SourceOpenError as exc:
+                summary.damage.append(str(exc))
+    except KeyboardInterrupt:  # Ctrl-C: the rows read so far are written as whole parts, then exit 130
+        summary.interrupted = True
     writer.close()
     doc = {
         "inputs": summary.inputs,
@@ -240,12 +246,17 @@ def export_command(
         "damage": summary.damage,
         "output": str(output),
     }
+    if summary.interrupted:
+        doc["interrupted"] = True
     if json_summary:
         typer.echo(json.dumps(doc))
     rows = ", ".join(f"{t} {n:,}" for t, n in sorted(writer.written.items())) or "none"
     _say(f"exported {len(files)} input(s) to {output}: rows {rows}")
     for d in summary.damage:
         _say(f"damaged: {d}")
+    if summary.interrupted:
+        _say(f"interrupted (Ctrl-C): {output} holds the rows read so far, the last input only in part")
+        raise typer.Exit(INTERRUPTED)
     if summary.damage:
         raise typer.Exit(EXIT_DAMAGED)
 

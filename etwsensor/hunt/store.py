@@ -110,9 +110,9 @@ class RowLoader:
             if c.type == "dynamic":
                 values = [_json_value(v) for v in values]
             columns.append(values)
+        self.pending[name] = []  # first: a Ctrl-C after the insert must not insert these rows again
         self.con.execute(self._insert_sql(table), columns)
         self.loaded[name] = self.loaded.get(name, 0) + len(rows)
-        self.pending[name] = []
 
 
 @dataclass

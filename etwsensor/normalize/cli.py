@@ -21,6 +21,7 @@ from etwsensor import exitcodes
 from etwsensor.normalize.models import full_row
 from etwsensor.normalize.normalizer import Normalizer, TableRow
 from etwsensor.normalize.paths import DeviceMapError, parse_device_map
+from etwsensor.progress import counting
 from etwsensor.tables import TABLE_NAMES
 
 EXIT_USAGE = exitcodes.USAGE
@@ -168,7 +169,7 @@ def normalize_command(
             _say(f"error: {file}: no such file")
             raise typer.Exit(EXIT_USAGE)
         row_file = read_row_file(file)
-        rows: Iterable[TableRow] = row_file
+        rows: Iterable[TableRow] = counting(row_file, "normalizing", "rows")
     else:
         try:
             source = open_source(file, host_name=device_name)
@@ -179,10 +180,11 @@ def normalize_command(
 
         header = named_header(source.header, device_name)
         normalizer = Normalizer(header, device_map=pinned, facts=facts)
-        rows = _event_rows(normalizer, source.events())
+        rows = _event_rows(normalizer, counting(source.events(), "normalizing"))
 
     counts: dict[str, dict[str, int]] = {}
     emit = None if json_summary else _writer()
+    interrupted = False
     try:
         for name, row in rows:
             if name not in tables:
@@ -195,6 +197,8 @@ def normalize_command(
     except BrokenPipeError:  # e.g. `| head`: the reader has what it wanted
         sys.stderr.close()
         raise typer.Exit(0) from None
+    except KeyboardInterrupt:  # Ctrl-C: the summary of the rows so far, then exit 130
+        interrupted = True
 
     if normalizer is not None:
         summary = normalizer.stats()
@@ -214,11 +218,16 @@ def normalize_command(
             _say(f"{file}: line {number}: {reason}")
     summary["rows"] = counts
     summary["damage"] = damage
+    if interrupted:
+        summary["interrupted"] = True
     if json_summary:
         typer.echo(json.dumps(summary, ensure_ascii=False, default=str))
     _say(_human_summary(summary, damage))
     if normalizer is not None:
         for sample in normalizer.error_samples:
             _say(f"skipped malformed event: {sample}")
+    if interrupted:
+        _say("interrupted (Ctrl-C): the counts above are the rows so far")
+        raise typer.Exit(exitcodes.INTERRUPTED)
     if damage:
         raise typer.Exit(EXIT_DAMAGED)

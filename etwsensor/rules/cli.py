@@ -210,26 +210,35 @@ def test_rule(
     # Replay clock: the newest event time seen so far, unless --now pins it.
     clock: datetime | None = pinned
     count = matched = 0
+    interrupted = False
     out = sys.stdout
-    for table, row in rows:
-        count += 1
-        if pinned is None:
-            ts = row.get("Timestamp")
-            if isinstance(ts, datetime) and (clock is None or ts > clock):
-                clock = ts
-        for m in rs.evaluate(table, row, clock):
+    from etwsensor.progress import counting
+
+    try:
+        for table, row in counting(rows, "testing", "rows"):
+            count += 1
+            if pinned is None:
+                ts = row.get("Timestamp")
+                if isinstance(ts, datetime) and (clock is None or ts > clock):
+                    clock = ts
+            for m in rs.evaluate(table, row, clock):
+                out.write(json.dumps(row_to_json(m.row), ensure_ascii=False, default=str) + "\n")
+                matched += 1
+        for m in rs.flush():  # stateful rules: the windows still open at the end of the input
             out.write(json.dumps(row_to_json(m.row), ensure_ascii=False, default=str) + "\n")
             matched += 1
-    for m in rs.flush():  # stateful rules: the windows still open at the end of the input
-        out.write(json.dumps(row_to_json(m.row), ensure_ascii=False, default=str) + "\n")
-        matched += 1
+    except KeyboardInterrupt:  # Ctrl-C: the counts so far, then exit 130
+        interrupted = True
     out.flush()
     bad = 0
     if reader is not None:
         for number, reason in reader.bad_lines:
             _err(f"{file}:{number}: skipped: {reason}")
         bad = reader.bad
-    _err(f"{count} rows, {matched} matches, {bad} bad lines")
+    so_far = " (interrupted, Ctrl-C: the rows so far)" if interrupted else ""
+    _err(f"{count} rows, {matched} matches, {bad} bad lines{so_far}")
+    if interrupted:
+        raise typer.Exit(exitcodes.INTERRUPTED)
     if bad:
         raise typer.Exit(exitcodes.DAMAGED_INPUT)  # damaged input: what could be read was still processed
 

@@ -19,6 +19,7 @@ import gc
 import hashlib
 import os
 import pickle
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,6 +31,7 @@ import re2
 import yaml
 
 from etwsensor.cachedir import cache_root
+from etwsensor.progress import counting
 from etwsensor.rules.errors import CompileError, RuleFailure
 from etwsensor.rules.frontend import DUCKDB_KQL_VERSION, FrontEndError, locate, parse
 from etwsensor.rules.irnorm import rebalance
@@ -546,7 +548,16 @@ def prewarm(queries: list[str]) -> None:
     # Longest first: the thousand-term Sigma rules take seconds each and should not come last.
     cold.sort(key=len, reverse=True)
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(_prewarm_one, cold, chunksize=4))
+        for _ in _shown(pool.map(_prewarm_one, cold, chunksize=4), "parsing rules (cold cache)", len(cold)):
+            pass
+
+
+def _shown(items: Iterable[Any], label: str, total: int) -> Iterable[Any]:
+    """``items`` with a count on a terminal's stderr, for loads by a command (the main thread) only:
+    a reload in a background thread must not draw over the running command's own progress."""
+    if threading.current_thread() is not threading.main_thread():
+        return items
+    return counting(items, label, "rules", every=1, total=total)
 
 
 def iter_rule_files(paths: Iterable[Path]) -> Iterator[Path]:
@@ -881,7 +892,7 @@ class RuleSet:
             sources.extend((f, f"{BUILTIN_SOURCE}:{f.name}") for f in iter_rule_files([builtin_dir()]))
         sources.extend((f, None) for f in iter_rule_files(Path(p) for p in paths))
         texts: list[tuple[Path, str, _RuleText]] = []
-        for path, display in sources:
+        for path, display in _shown(sources, "reading rules", len(sources)):
             shown = display or str(path)
             rt, failure = _read_rule_file(path, shown, use_cache)
             if rt is None:
@@ -893,7 +904,7 @@ class RuleSet:
         texts = [t for t in texts if t[2].correlation is None]
         if use_cache:
             prewarm([rt.query for _p, _s, rt in texts if not rt.generated])  # Sigma: kql_subset is fast
-        for path, shown, rt in texts:
+        for path, shown, rt in _shown(texts, "compiling rules", len(texts)):
             rule, failure = _build_rule(path, shown, rt, clock, use_cache)
             if failure is not None:
                 failures.append(failure)

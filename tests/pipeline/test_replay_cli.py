@@ -135,3 +135,19 @@ def test_on_a_terminal_the_progress_bar_shows_events_rows_and_alerts(tmp_path: P
 def test_off_a_terminal_there_is_no_progress_bar() -> None:
     r = run("replay", str(DEMO))
     assert "/s)" not in r.stderr
+
+
+def test_baseline_loads_rules_strictly_like_replay(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "good.kql").write_text("DeviceProcessEvents\n| where ProcessId >= 0\n")
+    (rules / "broken.kql").write_text("DeviceProcessEvents\n| where ProcessId == \n")
+    allow = tmp_path / "allow.toml"
+    strict = run("baseline", str(DEMO), "--rules", str(rules), "-o", str(allow))
+    assert strict.returncode == 1, strict.stderr
+    assert re.search(rf"{re.escape(str(rules / 'broken.kql'))}:3:1: ", strict.stderr), strict.stderr
+    assert "[[allowlist]]" in allow.read_text()  # the rules that loaded still ran
+    lenient = run("baseline", str(DEMO), "--rules", str(rules), "-o", str(allow), "--skip-bad-rules")
+    assert lenient.returncode == 0, lenient.stderr
+    missing = run("baseline", str(DEMO), "--rules", str(tmp_path / "nope"), "-o", str(allow))
+    assert missing.returncode == 2 and "no such file or folder" in missing.stderr
