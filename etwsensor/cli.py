@@ -96,6 +96,7 @@ class Commands(LazyGroup):
         "hunt": ("etwsensor.hunt.cli:hunt_command", "Any KQL query over recorded rows (DuckDB)."),
         "export": ("etwsensor.hunt.cli:export_command", "Rows as a Hive-partitioned Parquet dataset."),
         "schema": ("etwsensor.hunt.cli:schema_command", "The Defender tables' schema (text, JSON, Kusto)."),
+        "sinks": ("etwsensor.sinks.cli:sinks_app", "The alert sinks: re-send dead letters."),
     }
 
 

@@ -18,7 +18,7 @@ import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, Protocol, runtime_checkable
 
@@ -138,9 +138,10 @@ class Transport(ABC):
 @dataclass(slots=True)
 class _Unconfirmed:
     sent_at: float
-    end: SpoolPosition
+    end: SpoolPosition | None  # None: sent from memory (the spool refused them), not from the spool
     consumed: int
     alerts: int
+    held: list[bytes] = field(default_factory=list)  # from memory: back to memory if not confirmed
 
 
 class SpooledSink:
@@ -178,6 +179,7 @@ class SpooledSink:
         # Alerts the spool refused (full disk, or its bound): the spool is a buffer, not a gate, so they
         # go straight to the far end from memory, in order, while it is up.
         self._memory: deque[bytes] = deque()
+        self._held_unconfirmed = 0  # sent from memory, waiting for the confirm window (still held)
         self._memory_warned = False
         self._last_error: str | None = None
         if spool.pending_at_open:
@@ -261,7 +263,7 @@ class SpooledSink:
             dropped=self._dropped + self._spool.dropped, corrupt=self._corrupt + self._spool.corrupt,
             down=self._down, last_error=scrub(error) if error else None,
             lost=self._lost + self._spool.lost + (len(self._memory) if self._closed else 0),
-            held_in_memory=0 if self._closed else len(self._memory),
+            held_in_memory=0 if self._closed else len(self._memory) + self._held_unconfirmed,
             dead_letters=self._dead_letters, stopped=self._stopped,
         )  # fmt: skip
         if self._dead_letters:
@@ -274,7 +276,7 @@ class SpooledSink:
         """Keep an alert the spool refused in memory for the worker, up to ``memory_max_alerts``;
         past that it is lost, and counted."""
         with self._counters:
-            if len(self._memory) >= self._settings.memory_max_alerts:
+            if len(self._memory) + self._held_unconfirmed >= self._settings.memory_max_alerts:
                 self._lost += 1
                 lost = True
             else:
@@ -398,10 +400,17 @@ class SpooledSink:
         settled = self._dead_letters + self._lost
         if not self._deliver(outgoing):
             return
+        window = self._transport.confirm_window
         with self._counters:
             for _ in raws:
                 self._memory.popleft()
-        self._delivered += len(raws) - (self._dead_letters + self._lost - settled)
+            if window:
+                self._held_unconfirmed += len(raws)
+        taken = len(raws) - (self._dead_letters + self._lost - settled)
+        if window:  # like the spool's: delivered once the connection stayed up for the window
+            self._unconfirmed.append(_Unconfirmed(time.monotonic(), None, 0, taken, raws))
+        else:
+            self._delivered += taken
         self._recovered()
         if self._memory:
             self._wake.set()
@@ -480,7 +489,7 @@ class SpooledSink:
         """The far end refuses this sender: stop trying (its alerts stay spooled for the next run)."""
         self._spool.rewind()
         self._sent_index = self._spool.read_index
-        self._unconfirmed.clear()
+        self._unsend()
         self._stopped = self._down = True
         self._last_error = scrub(str(exc))
         log.error("sink stopped: the receiver refuses this sender; fix the configuration, alerts stay "
@@ -497,21 +506,37 @@ class SpooledSink:
         self._commit_unconfirmed(lambda u: u.sent_at + window <= now)
 
     def _commit_unconfirmed(self, due: Any) -> None:
-        last: _Unconfirmed | None = None
-        consumed = alerts = 0
+        end: SpoolPosition | None = None
+        consumed = alerts = held = 0
         while self._unconfirmed and due(self._unconfirmed[0]):
-            last = self._unconfirmed.popleft()
-            consumed += last.consumed
-            alerts += last.alerts
-        if last is not None:
-            self._spool.commit(last.end, consumed)
-            self._delivered += alerts
+            done = self._unconfirmed.popleft()
+            if done.end is not None:
+                end = done.end
+                consumed += done.consumed
+            alerts += done.alerts
+            held += len(done.held)
+        if end is not None:
+            self._spool.commit(end, consumed)
+        if held:
+            with self._counters:
+                self._held_unconfirmed -= held
+        self._delivered += alerts
+
+    def _unsend(self) -> None:
+        """Forget what was sent and not confirmed: the spool's entries are re-read from its last commit,
+        the alerts sent from memory go back to the front of memory, in order (both are sent again)."""
+        held = [raw for u in self._unconfirmed for raw in u.held]
+        self._unconfirmed.clear()
+        if held:
+            with self._counters:
+                self._memory.extendleft(reversed(held))
+                self._held_unconfirmed -= len(held)
 
     def _fail(self, exc: DeliveryError) -> None:
         """Rewind to the last commit and back off; everything not committed is sent again later."""
         self._spool.rewind()
         self._sent_index = self._spool.read_index
-        self._unconfirmed.clear()
+        self._unsend()
         self._failures += 1
         self._failed_at = now = time.monotonic()
         self._last_error = str(exc)
@@ -541,6 +566,8 @@ class SpooledSink:
         try:
             if confirmed:
                 self._commit_unconfirmed(lambda _u: True)
+            else:  # unconfirmed alerts from memory: spooled for the next run if there is room, else lost
+                self._unsend()
             while self._memory and self._spool.offer(self._memory[0]) is None:  # room again?
                 self._memory.popleft()
             self._spool.sync()

@@ -5,6 +5,7 @@
 * ``syslog+tcp://HOST[:PORT]``: RFC 5424 over TCP, octet counting; default port 514
 * ``syslog+tls://HOST[:PORT]``: the same over TLS (RFC 5425); default port 6514
 * ``syslog+relp://HOST[:PORT]``: RFC 5424 over RELP, every message acknowledged; default port 2514
+* ``syslog+relp+tls://HOST[:PORT]``: the same over TLS (rsyslog imrelp's ``tls="on"``); default port 2514
 * ``hec+https://HOST[:PORT][/services/collector]``: Splunk HTTP Event Collector (``hec+http://`` for tests)
 * ``webhook+https://HOST[:PORT]/PATH[?QUERY]``: a JSON array per batch (``webhook+http://`` for tests)
 """
@@ -22,9 +23,10 @@ SinkKind = Literal["stdout", "file", "syslog", "hec", "webhook"]
 
 SINK_URL_FORMS = (
     "stdout, file:PATH, syslog+tcp://HOST:PORT, syslog+tls://HOST:PORT, syslog+relp://HOST:PORT, "
+    "syslog+relp+tls://HOST:PORT, "
     "hec+https://HOST:PORT/services/collector, webhook+https://URL"
 )
-_SYSLOG_DEFAULT_PORT = {"tcp": 514, "tls": 6514, "relp": 2514}
+_SYSLOG_DEFAULT_PORT = {"tcp": 514, "tls": 6514, "relp": 2514, "relp+tls": 2514}
 _HEC_DEFAULT_PATH = "/services/collector"
 
 
@@ -123,12 +125,14 @@ def parse_sink_url(url: str) -> SinkTarget:
         raise SinkConfigError(f"sink {redact(text)!r}: no host")
     if kind == "syslog":
         if transport not in _SYSLOG_DEFAULT_PORT:
-            raise SinkConfigError(f"sink {redact(text)!r}: syslog transport must be tcp, tls or relp")
+            raise SinkConfigError(
+                f"sink {redact(text)!r}: syslog transport must be tcp, tls, relp or relp+tls"
+            )
         if parts.path not in ("", "/") or parts.query or parts.username:
             raise SinkConfigError(f"sink {redact(text)!r}: a syslog URL is only HOST:PORT")
         return SinkTarget(
             "syslog", text, host=parts.hostname, port=port or _SYSLOG_DEFAULT_PORT[transport],
-            tls=transport == "tls", relp=transport == "relp",
+            tls=transport in ("tls", "relp+tls"), relp=transport in ("relp", "relp+tls"),
         )  # fmt: skip
     if kind in ("hec", "webhook"):
         if transport not in ("https", "http"):

@@ -243,13 +243,26 @@ class RowFile:
 
         with self._open() as fh:
             reader = csv.DictReader(fh)
+            header = reader.fieldnames or []
+            if any(_NOT_UTF8.search(name) for name in header):  # reported once; U+FFFD names the column
+                bad = next(name for name in header if _NOT_UTF8.search(name))
+                yield 1, BadItem(f"not UTF-8 (header cell {header.index(bad) + 1})")
+                reader.fieldnames = [_NOT_UTF8.sub("\ufffd", name) for name in header]
+            end = reader.line_num
             for row in reader:
+                start, end = end + 1, reader.line_num  # a quoted cell may span lines: report the first
                 extra = row.pop(None, None)  # type: ignore[call-overload]
                 if extra:
-                    yield reader.line_num, BadItem(f"{len(extra)} more cells than the header has")
+                    yield end, BadItem(f"{len(extra)} more cells than the header has")
+                    continue
+                # Bytes that are not UTF-8 arrive as lone surrogates: the row is skipped and reported, as
+                # a line of a row file is, instead of reaching the rules as escaped bytes.
+                if _NOT_UTF8.search("".join(v for v in row.values() if v)):  # one pass; rarely true
+                    column = next(k for k, v in row.items() if v and _NOT_UTF8.search(v))
+                    yield start, BadItem(f"not UTF-8 (column {column})")
                     continue
                 yield (
-                    reader.line_num,
+                    end,
                     clean_strings({k.lstrip("\ufeff"): v for k, v in row.items() if k is not None}),
                 )
 

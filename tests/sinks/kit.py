@@ -85,6 +85,8 @@ class TlsFiles:
     ca: Path
     cert: Path
     key: Path
+    client_cert: Path  # a client certificate of the same CA, for mutual TLS (RELP over TLS)
+    client_key: Path
 
 
 def _openssl(*args: str, cwd: Path) -> None:
@@ -107,7 +109,11 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
     (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
     _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
              "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf", cwd=d)  # fmt: skip
-    return TlsFiles(d / "ca.pem", d / "server.pem", d / "server.key")
+    _openssl("req", *ec, "-keyout", "client.key", "-out", "client.csr", "-subj", "/CN=etwsensor", cwd=d)
+    (d / "client.cnf").write_text("extendedKeyUsage=clientAuth\n")
+    _openssl("x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+             "-out", "client.pem", "-days", "2", "-extfile", "client.cnf", cwd=d)  # fmt: skip
+    return TlsFiles(d / "ca.pem", d / "server.pem", d / "server.key", d / "client.pem", d / "client.key")
 
 
 # --- rsyslog ---------------------------------------------------------------------------------------------
@@ -125,7 +131,8 @@ _TEMPLATE = "\\t".join(
 
 @dataclass
 class Rsyslog:
-    """A private rsyslogd: imtcp on 127.0.0.1:port (plain or gtls), every message to ``out``."""
+    """A private rsyslogd: imtcp (plain or gtls) or imrelp (plain or TLS) on 127.0.0.1:port, every message
+    to ``out``."""
 
     root: Path
     port: int
@@ -149,12 +156,18 @@ class Rsyslog:
             )
             tls_module = ' StreamDriver.Name="gtls" StreamDriver.Mode="1" StreamDriver.AuthMode="anon"'
         if self.relp:
+            relp_tls = (
+                f' tls="on" tls.caCert="{self.tls.ca}" tls.myCert="{self.tls.cert}"'
+                f' tls.myPrivKey="{self.tls.key}" tls.authMode="certvalid"'
+                if self.tls
+                else ""
+            )
             return (
                 f'global(workDirectory="{work}" maxMessageSize="64k")\n'
                 'module(load="imrelp")\n'
                 f'template(name="fields" type="string" string="{_TEMPLATE}")\n'
                 f'ruleset(name="alerts") {{ action(type="omfile" file="{self.out}" template="fields") }}\n'
-                f'input(type="imrelp" port="{self.port}" address="127.0.0.1" ruleset="alerts")\n'
+                f'input(type="imrelp" port="{self.port}" address="127.0.0.1" ruleset="alerts"{relp_tls})\n'
             )
         return (
             f'global(workDirectory="{work}" maxMessageSize="64k"{tls_global})\n'

@@ -283,3 +283,61 @@ def test_an_invalid_proxy_is_a_usage_error(tmp_path: Path, proxy: str) -> None:
     )  # fmt: skip
     assert r.returncode == exitcodes.USAGE and "http_proxy" in r.stderr
     assert "Traceback" not in r.stderr and SENTINEL not in r.stderr
+
+
+# --- plain TCP syslog from memory ------------------------------------------------------------------------
+
+
+def test_syslog_alerts_sent_from_memory_wait_for_the_confirm_window(
+    tmp_path: Path, full_fs: Path
+) -> None:
+    """With the spool's disk full, plain TCP syslog alerts go out from memory. A receiver that read them
+    and then died (before writing them anywhere) must not make them count as delivered: like spooled
+    ones, they wait for the confirm window and are sent again on the next connection."""
+    import shutil
+    import socket
+    import threading
+
+    from tests.sinks.kit import Rsyslog, free_port, wait_until
+
+    if shutil.which("rsyslogd") is None:
+        pytest.skip("rsyslogd not installed (apt-get install -y rsyslog)")
+    port = free_port()
+    listener = socket.create_server(("127.0.0.1", port))
+    first = 30
+    crashed = threading.Event()
+
+    def receiver_that_dies() -> None:  # reads the first 30 alerts, then is gone without a word
+        conn, _ = listener.accept()
+        got = b""
+        while got.count(b'"alert_id"') < first:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+        conn.close()
+        listener.close()
+        crashed.set()
+
+    thread = threading.Thread(target=receiver_that_dies, daemon=True)
+    thread.start()
+    sink = open_sink(f"syslog+tcp://127.0.0.1:{port}", FAST.model_copy(update={"syslog_confirm_window": 600}),
+                     spool_dir=full_fs / "spool")  # fmt: skip
+    server = Rsyslog(tmp_path / "rsyslog", port)
+    server.root.mkdir()
+    try:
+        for n in range(first):
+            sink.send(make_alert(n))
+        assert crashed.wait(30), "the first receiver never got the first alerts"
+        assert sink.state()["delivered"] == 0  # written, not confirmed
+        server.start()  # a real receiver on the same port
+        for n in range(first, 50):
+            sink.send(make_alert(n))
+        expected = {make_alert(n)["alert_id"] for n in range(50)}
+        wait_until(lambda: expected <= set(server.alert_ids()), what="every alert at rsyslog")
+        sink.close()
+    finally:
+        server.stop()
+    state = sink.state()
+    assert state["delivered"] == 50 and state["lost"] == 0 and state["pending"] == 0
+    assert state["spooled"] == 0  # every alert went out from memory: the spool's disk was full

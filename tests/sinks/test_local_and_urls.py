@@ -122,7 +122,7 @@ def test_sink_urls(url: str, kind: str, where: str) -> None:
         ("", "empty sink URL"),
         ("stderr", "unknown sink"),
         ("file:", "needs a path"),
-        ("syslog+udp://h:514", "tcp, tls or relp"),
+        ("syslog+udp://h:514", "tcp, tls, relp or relp.tls"),
         ("syslog+tcp://h:99999", "out of range"),
         ("syslog+tcp://h:514/path", "only HOST:PORT"),
         ("syslog+tcp://:514", "no host"),

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from etwsensor.sinks import SinkConfigError, open_sink, parse_sink_url
-from tests.sinks.kit import FAST, Rsyslog, make_alert, wait_until
+from tests.sinks.kit import FAST, Rsyslog, TlsFiles, make_alert, wait_until
 
 RELP = FAST.model_copy(update={"batch_size": 10})
 
@@ -28,7 +28,7 @@ needs_imrelp = pytest.mark.skipif(not _imrelp_available(), reason="rsyslog-relp 
 def test_relp_urls() -> None:
     target = parse_sink_url("syslog+relp://siem.example")
     assert target.relp and target.port == 2514 and not target.tls
-    with pytest.raises(SinkConfigError, match="tcp, tls or relp"):
+    with pytest.raises(SinkConfigError, match=r"tcp, tls, relp or relp\+tls"):
         parse_sink_url("syslog+udp://siem.example")
 
 
@@ -94,3 +94,34 @@ def test_a_killed_sender_resends_only_what_was_not_acknowledged(
     sink.close()
     ids = server.alert_ids()
     assert ids == [make_alert(n)["alert_id"] for n in range(40)]  # acknowledged: never sent again
+
+
+def test_relp_over_tls_urls() -> None:
+    target = parse_sink_url("syslog+relp+tls://siem.example")
+    assert target.relp and target.tls and target.port == 2514
+    assert parse_sink_url("syslog+relp+tls://siem.example:20514").port == 20514
+
+
+@needs_imrelp
+def test_relp_over_tls_is_verified_with_the_test_ca_and_acknowledged(
+    rsyslog: Callable[..., Rsyslog], tls_files: TlsFiles, tmp_path: Path
+) -> None:
+    server = rsyslog(tls_files, relp=True)  # imrelp with tls="on"
+    url = f"syslog+relp+tls://127.0.0.1:{server.port}"
+    mutual = {"tls_cert_file": tls_files.client_cert, "tls_key_file": tls_files.client_key}  # imrelp asks
+    sink = open_sink(url, RELP.model_copy(update={"tls_ca_file": tls_files.ca, **mutual}),
+                     spool_dir=tmp_path / "ok")  # fmt: skip
+    for n in range(25):
+        sink.send(make_alert(n))
+    sink.close()
+    state = sink.state()
+    assert state["delivered"] == 25 and state["pending"] == 0, state
+    assert server.alert_ids() == [make_alert(n)["alert_id"] for n in range(25)]
+    # Without the CA the receiver's certificate is not trusted: nothing is sent, the alert stays spooled.
+    strict = open_sink(url, RELP.model_copy(update={"close_timeout": 0.3, **mutual}),
+                       spool_dir=tmp_path / "strict")  # fmt: skip
+    strict.send(make_alert(99))
+    strict.close()
+    assert strict.state()["pending"] == 1
+    assert "CERTIFICATE_VERIFY_FAILED" in str(strict.state()["last_error"])
+    assert make_alert(99)["alert_id"] not in server.alert_ids()
