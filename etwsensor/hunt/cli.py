@@ -116,7 +116,7 @@ def hunt_command(
     from etwsensor.hunt import output as out
     from etwsensor.hunt.dataset import Partitions, attach_datasets
     from etwsensor.hunt.query import HuntQueryError, run, translate, translate_error
-    from etwsensor.hunt.store import connect, load_inputs, newest_time
+    from etwsensor.hunt.store import LoadReport, connect, load_inputs, newest_time
 
     text, where = _query_text(query)
     if show_sql:
@@ -150,7 +150,15 @@ def hunt_command(
         raise typer.Exit(EXIT_USAGE) from exc
     if threads is not None:
         con.execute(f"SET threads={threads}")
-    report = load_inputs(con, files, device_map)
+    report = LoadReport()
+    try:
+        load_inputs(con, files, device_map, report=report)
+    except KeyboardInterrupt:  # Ctrl-C: what the whole inputs loaded, then exit 130 (no query runs)
+        so_far = ", ".join(f"{t} {n:,}" for t, n in sorted(report.rows.items())) or "none"
+        in_db = f"; they stay in {db}, the interrupted input was rolled back" if db is not None else ""
+        _say(f"interrupted (Ctrl-C) while loading: {len(report.loaded)} whole input(s) loaded, "
+             f"rows {so_far}{in_db}; no query was run")  # fmt: skip
+        raise typer.Exit(INTERRUPTED) from None
     for skipped in report.skipped:
         _say(f"{skipped}: already in {db}, not loaded again")
     loaded = ", ".join(f"{t} {n:,}" for t, n in sorted(report.rows.items())) or "none"

@@ -123,6 +123,7 @@ class LoadReport:
     skipped: list[str] = field(default_factory=list)
     damage: list[str] = field(default_factory=list)
     events: int = 0
+    loaded: list[str] = field(default_factory=list)  # inputs loaded whole (each committed)
 
 
 def _fingerprint(path: Path) -> tuple[str, int, float]:
@@ -135,17 +136,19 @@ def load_inputs(
     paths: Iterable[Path],
     device_map: str | None = None,
     batch: int = BATCH_ROWS,
+    report: LoadReport | None = None,
 ) -> LoadReport:
     """Load the rows of every input (as ``replay`` reads them) into the connection's tables.
 
     An input whose path, size and modification time the database already lists is skipped, so a
     ``--db`` database grows input by input. Each input is one transaction. Never raises on bad input:
-    damage (and inputs that are not traces at all) is listed in the report.
+    damage (and inputs that are not traces at all) is listed in the report. A given ``report`` is
+    filled input by input, so after a Ctrl-C it tells what the committed inputs loaded.
     """
     from etwsensor.pipeline import ReplaySummary, input_rows
     from etwsensor.sources import SourceOpenError
 
-    report = LoadReport()
+    report = report if report is not None else LoadReport()
     for path in paths:
         key = _fingerprint(path)
         seen = con.execute(
@@ -176,6 +179,7 @@ def load_inputs(
             report.rows[t] = report.rows.get(t, 0) + n
         report.events += summary.events
         report.damage.extend(summary.damage)
+        report.loaded.append(str(path))
     return report
 
 

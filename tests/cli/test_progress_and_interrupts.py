@@ -113,21 +113,30 @@ def test_a_cold_rule_compile_shows_progress_and_a_warm_one_skips_the_parse(tmp_p
 
 @pytest.fixture
 def ctrl_c_after(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """``ctrl_c_after(n)``: every input opened from now on raises KeyboardInterrupt (what Ctrl-C raises)
-    after its first ``n`` events, in the middle of the command."""
+    """``ctrl_c_after(n, whole=k)``: every input opened from now on, after the first ``k`` (read whole),
+    raises KeyboardInterrupt (what Ctrl-C raises) after its first ``n`` events, mid-command."""
     import etwsensor.sources as sources
 
     real = sources.open_source
 
-    def arm(n: int) -> None:
+    def arm(n: int, whole: int = 0) -> None:
+        opened = 0
+
         def open_then_interrupt(path: Path, *args: Any, **kwargs: Any) -> Any:
+            nonlocal opened
             source = real(path, *args, **kwargs)
+            opened += 1
+            if opened <= whole:
+                return source
             events = source.events
 
             def interrupted() -> Iterator[Any]:
                 stream = events()
                 for _ in range(n):  # the source reads exactly n events, then Ctrl-C
-                    yield next(stream)
+                    event = next(stream, None)
+                    if event is None:
+                        return
+                    yield event
                 raise KeyboardInterrupt
 
             source.events = interrupted
@@ -209,3 +218,25 @@ def test_ctrl_c_in_normalize_prints_the_summary_so_far_and_exits_130(tmp_path: P
     assert proc.returncode == exitcodes.INTERRUPTED, err[-2000:]
     assert "interrupted (Ctrl-C): the counts above are the rows so far" in err
     assert "events, decode errors" in err and "Traceback" not in err
+
+
+def test_ctrl_c_in_hunt_keeps_the_whole_inputs_in_the_db_and_rolls_back_the_rest(
+    tmp_path: Path, ctrl_c_after: Any
+) -> None:
+    db = tmp_path / "h.duckdb"
+    second = tmp_path / "second.jsonl.zst"
+    second.write_bytes(DEMO.read_bytes())
+    query = "DeviceProcessEvents | count"
+    whole = invoke("hunt", query, str(DEMO), "--format", "ndjson")
+    assert whole.exit_code == 0, whole.output
+    ctrl_c_after(300, whole=1)  # the first input is read whole, the second interrupted after 300 events
+    r = invoke("hunt", query, str(DEMO), str(second), "--db", str(db), "--format", "ndjson")
+    assert r.exit_code == exitcodes.INTERRUPTED, r.output
+    assert "interrupted (Ctrl-C) while loading: 1 whole input(s) loaded, rows " in r.stderr
+    assert "the interrupted input was rolled back; no query was run" in r.stderr and r.stdout == ""
+    ctrl_c_after(10**9)  # no Ctrl-C now
+    again = invoke("hunt", query, str(DEMO), str(second), "--db", str(db), "--format", "ndjson")
+    assert again.exit_code == 0, again.output
+    assert f"{DEMO}: already in {db}, not loaded again" in again.stderr  # kept
+    assert f"{second}: already in" not in again.stderr  # rolled back: loaded now, once
+    assert json.loads(again.stdout)["Count"] == 2 * json.loads(whole.stdout)["Count"] > 0
