@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Literal
 
 import msgspec
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from etwsensor.cachedir import cache_root, write_atomically
@@ -44,8 +43,6 @@ FIXED_WIDTHS: dict[str, int] = {
 # Variable-width types: strings are NUL-terminated; SID is a bare SID; TokenUser is the classic
 # Process UserSID blob (CORRECTIONS §2); Binary is counted by the earlier integer field named in `count`.
 VARIABLE_TYPES = frozenset({"Pointer", "UnicodeString", "AnsiString", "SID", "TokenUser", "Binary"})
-# libyaml when present: providers load at every start.
-_YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 PARSED_CACHE_FORMAT = 1  # bump when what the cache holds for a provider file changes
 
 
@@ -173,7 +170,7 @@ def providers_dir() -> Path:
 
 
 def _cache_path(raw: bytes) -> Path:
-    key = hashlib.sha256(f"{PARSED_CACHE_FORMAT}\0{yaml.__version__}\0".encode() + raw).hexdigest()
+    key = hashlib.sha256(f"{PARSED_CACHE_FORMAT}\0".encode() + raw).hexdigest()
     return cache_root() / "providers" / f"{key}.msgpack"
 
 
@@ -187,23 +184,29 @@ def _cached(raw: bytes) -> ProviderDef | None:
 
 def load_provider_file(path: Path) -> ProviderDef:
     """One provider file. Its parsed YAML is cached by the file's bytes: libyaml's parse still builds
-    every node in Python, ~20 ms for providers/ at each start; msgpack reads the same data in 1 ms."""
+    every node in Python (~20 ms for providers/ at each start), msgpack reads the same data in 1 ms."""
     try:
         raw = path.read_bytes()
-        cached = _cached(raw)
-        if cached is not None:
-            return cached
-        data = yaml.load(raw.decode("utf-8"), Loader=_YamlLoader)
+    except OSError as exc:
+        raise ProviderFileError(f"{path}: {exc}") from exc
+    cached = _cached(raw)
+    if cached is not None:
+        return cached
+    import yaml  # only for a file not read before: a warm start does not load PyYAML
+
+    try:
+        # libyaml when present: providers load at every start.
+        data = yaml.load(raw.decode("utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
         provider = ProviderDef.model_validate(data)
-        with contextlib.suppress(TypeError, ValueError, msgspec.MsgspecError):
-            packed = msgspec.msgpack.encode(data)
-            if msgspec.msgpack.decode(packed) == data:  # only data that reads back the same
-                write_atomically(_cache_path(raw), packed)
-        return provider
     except ValidationError as exc:
         raise ProviderFileError(f"{path}: {validation_reason(exc)}") from exc
-    except (OSError, yaml.YAMLError, ValueError) as exc:
+    except (yaml.YAMLError, ValueError) as exc:
         raise ProviderFileError(f"{path}: {exc}") from exc
+    with contextlib.suppress(TypeError, ValueError, msgspec.MsgspecError):
+        packed = msgspec.msgpack.encode(data)
+        if msgspec.msgpack.decode(packed) == data:  # only data that reads back the same
+            write_atomically(_cache_path(raw), packed)
+    return provider
 
 
 @cache

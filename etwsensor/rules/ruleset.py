@@ -27,10 +27,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import re2
-import yaml
 
-from etwsensor.cachedir import cache_root
+from etwsensor.cachedir import cache_root, write_atomically
 from etwsensor.progress import counting
 from etwsensor.rules.errors import CompileError, RuleFailure
 from etwsensor.rules.frontend import DUCKDB_KQL_VERSION, FrontEndError, locate, parse
@@ -292,11 +292,52 @@ def _sigma_failure(exc: Any) -> FrontEndError:
     return error(exc.line, exc.col, message)
 
 
-_FAST_YAML = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+RULE_TEXT_FORMAT = 1  # bump when what a Sentinel YAML file is read into changes: invalidates the cache
+
+
+def _rule_text_path(text: str) -> Path:
+    key = hashlib.sha256(f"{RULE_TEXT_FORMAT}\0".encode() + text.encode("utf-8")).hexdigest()
+    return cache_dir() / "text" / f"{key}.msgpack"
+
+
+def _cached_rule_text(text: str) -> _RuleText | None:
+    """A Sentinel YAML file read before (same text): its metadata, query and query position, without
+    importing or running the YAML parser. msgpack holds data only; anything else is a miss."""
+    try:
+        entry = msgspec.msgpack.decode(_rule_text_path(text).read_bytes())
+        meta, query, line_offset, col_offset, block = entry
+    except (OSError, ValueError, TypeError, msgspec.MsgspecError):
+        return None
+    if not (isinstance(meta, dict) and isinstance(query, str) and type(block) is bool):
+        return None
+    if not (type(line_offset) is int and type(col_offset) is int):
+        return None
+    return _RuleText(meta, query, line_offset, col_offset, block)
+
+
+def _store_rule_text(text: str, rt: _RuleText) -> None:
+    entry = [rt.meta, rt.query, rt.line_offset, rt.col_offset, rt.block]
+    with contextlib.suppress(TypeError, ValueError, msgspec.MsgspecError):
+        packed = msgspec.msgpack.encode(entry)
+        if msgspec.msgpack.decode(packed) == entry:  # metadata that reads back the same (no dates …)
+            write_atomically(_rule_text_path(text), packed)
 
 
 def _read_yaml(path: Path, text: str, use_cache: bool = True) -> _RuleText:
+    if use_cache and (hit := _cached_rule_text(text)) is not None:
+        return hit
+    rt = _parse_yaml(path, text, use_cache)
+    if use_cache and rt.correlation is None and not rt.generated:  # Sigma has its own cache
+        _store_rule_text(text, rt)
+    return rt
+
+
+def _parse_yaml(path: Path, text: str, use_cache: bool) -> _RuleText:
+    import yaml  # only for a file not read before: a warm start does not load PyYAML
+
     from etwsensor.rules.sigma import SigmaFailure, cached_conversion, is_sigma
+
+    fast_yaml = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
     if use_cache:  # a Sigma file converted before: no YAML parse at all
         try:
@@ -306,14 +347,14 @@ def _read_yaml(path: Path, text: str, use_cache: bool = True) -> _RuleText:
         if hit is not None:
             return _sigma_text(hit)
     try:
-        quick = yaml.load(text, Loader=_FAST_YAML)
+        quick = yaml.load(text, Loader=fast_yaml)
     except Exception:  # bad YAML (or too deep): the checked path below reports it with its position
         quick = None
     if isinstance(quick, dict) and "query" not in quick and is_sigma(quick):
         return _read_sigma(text, quick, use_cache)
     try:
         if isinstance(quick, dict):  # parsed: only the positions are missing (same nodes, C speed)
-            node, data = yaml.compose(text, Loader=_FAST_YAML), quick
+            node, data = yaml.compose(text, Loader=fast_yaml), quick
         else:  # the pure-Python loader's errors say where the YAML is wrong
             node = yaml.compose(text, Loader=yaml.SafeLoader)
             data = yaml.safe_load(text)

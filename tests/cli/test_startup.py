@@ -53,7 +53,8 @@ def test_every_lazy_command_resolves_and_has_help(name: str) -> None:
 
 def test_a_warm_replay_does_not_import_the_kql_parser(tmp_path: Path) -> None:
     """Every rule's IR comes from the cache: duckdb-kql's parser (ANTLR) is not loaded, only its IR;
-    nothing logs and no network sink is opened, so neither structlog nor httpx is loaded."""
+    nothing logs and no network sink is opened, so neither structlog nor httpx is loaded; the rule and
+    provider files were read before, so PyYAML is not loaded either."""
     demo = Path(__file__).resolve().parents[2] / "examples" / "demo.jsonl.zst"
     lines = zstandard.ZstdDecompressor().stream_reader(demo.open("rb")).read().split(b"\n")
     six = tmp_path / "six.jsonl"
@@ -66,6 +67,7 @@ def test_a_warm_replay_does_not_import_the_kql_parser(tmp_path: Path) -> None:
     assert not sorted(
         m for m in warm if m.startswith("antlr4") or m == "duckdb_kql" or m.startswith("duckdb_kql._")
     )
+    assert not sorted(m for m in warm if m.startswith(("structlog", "httpx", "rich", "yaml")))
 
 
 @pytest.mark.parametrize("verbose", [False, True])

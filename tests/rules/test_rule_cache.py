@@ -91,3 +91,36 @@ def test_demo_alerts_are_the_same_from_a_cold_and_a_warm_cache(tmp_path: Path) -
         )
     cold, warm = runs
     assert len(cold) == 29 and warm == cold
+
+
+SENTINEL = """id: 0b6a3c1e-1111-4222-8333-444455556666
+name: Bad column
+severity: high
+tactics: [Collection]
+query: |
+  DeviceProcessEvents
+  | where NoSuchColumn == 1
+"""
+
+
+@pytest.mark.parametrize("damage", [None, b"", b"\xc1", b"\x93\x01\x02\x03", b"\x95\xa1x\xa1y\x01\x02\xc3"])
+def test_a_yaml_rule_read_from_the_text_cache_is_the_rule_read_from_the_file(
+    damage: bytes | None, tmp_path: Path
+) -> None:
+    rule = tmp_path / "bad.yaml"
+    good = SENTINEL.replace("Bad column", "Good").replace("NoSuchColumn == 1", "FileName has 'x'")
+    rule.write_text(good.replace("0b6a3c1e", "1b6a3c1e"))
+    (tmp_path / "broken.yaml").write_text(SENTINEL)
+    cold = RuleSet.load([tmp_path], builtin=False)
+    entries = sorted((cache_dir() / "text").glob("*.msgpack"))
+    assert len(entries) == 2
+    if damage is not None:  # garbage, truncated, wrong shape, wrong types: read from the file again
+        for entry in entries:
+            entry.write_bytes(damage)
+    warm = RuleSet.load([tmp_path], builtin=False)
+    for rules, failures in (cold, warm):
+        [good] = rules.rules
+        assert (good.name, good.severity, good.tactics) == ("Good", "high", ("Collection",))
+        [failure] = failures  # the error is placed in the file from the cached query position
+        assert (failure.line, failure.col) == (7, 11) and "NoSuchColumn" in failure.message
+    assert cold[0].rules[0].query == warm[0].rules[0].query
