@@ -101,15 +101,17 @@ def compute_facts(path: str, data: bytes, signatures: Signatures | None = None) 
         return ImageFacts(**base, error="not_pe")
     version, signed, error = _pe_facts(data)
     judge = signatures or default_signatures()
-    kind = ""
-    if signed:
+    status, signer, signer_type, kind = UNSIGNED, "", "", ""
+    if not error and judge.catalogs is not None:
+        # A catalog naming the file comes first, as Get-AuthenticodeSignature reports it (many of Windows'
+        # files are signed both ways); an untrusted catalog only when the file carries no signature.
+        status, signer, signer_type = _catalog_signature(data, judge.catalogs)
+        kind = CATALOG if signer else ""
+        if signed and status != VALID:
+            status, signer, signer_type, kind = UNSIGNED, "", "", ""
+    if signed and not kind:
         status, signer, signer_type = _signature(data, judge.trust)
         kind = EMBEDDED if signer else ""
-    else:
-        status, signer, signer_type = UNSIGNED, "", ""
-        if not error and judge.catalogs is not None:
-            status, signer, signer_type = _catalog_signature(data, judge.catalogs)
-            kind = CATALOG if signer else ""
     if error and status == UNSIGNED:
         status = UNKNOWN  # headers we could not read may hide a signature
     return ImageFacts(**base, version=version, signature_status=status, signer=signer,

@@ -144,3 +144,22 @@ def test_trusted_roots_file_errors(tmp_path: Path) -> None:
         with pytest.raises(TrustError):
             read_trusted_roots(bad)
 
+
+def test_a_catalog_naming_a_signed_file_comes_first(tmp_path: Path, signer: Signer) -> None:
+    # signed both ways, as many Windows files are: Get-AuthenticodeSignature reports the catalog
+    import subprocess
+
+    signed = tmp_path / "t64-signed.exe"
+    subprocess.run(["osslsigncode", "sign", "-certs", str(signer.chain), "-key", str(signer.key),
+                    "-h", "sha256", "-in", str(T64), "-out", str(signed)],
+                   check=True, capture_output=True)  # fmt: skip
+    make_catalog([signed], tmp_path / "CatRoot" / "{GUID}" / "t64.cat", signer)
+    data = signed.read_bytes()
+    trusted = build_trust(signer.ca)
+    both = compute_facts("t64.exe", data, _signatures(tmp_path / "CatRoot", trusted))
+    assert (both.signature_status, both.signature_type) == ("Valid", "Catalog")
+    alone = compute_facts("t64.exe", data, Signatures(trusted))
+    assert (alone.signature_status, alone.signature_type) == ("Valid", "Embedded")
+    # an untrusted catalog does not hide the embedded signature
+    untrusted = compute_facts("t64.exe", data, _signatures(tmp_path / "CatRoot", build_trust()))
+    assert (untrusted.signature_status, untrusted.signature_type) == ("Unknown", "Embedded")
