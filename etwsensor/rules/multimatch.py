@@ -35,7 +35,30 @@ def _automaton(needles: Iterable[str]) -> Any:
 
 
 def needle_search(needles: Sequence[str]) -> Callable[[str], Iterable[int]]:
-    """``text -> indexes of the needles occurring in it`` (each at least once; order unspecified)."""
+    """``text -> indexes of the needles occurring in it`` (each at least once; order unspecified).
+
+    Needles with non-ASCII characters (Sigma's homoglyph and emoji lists: half of the process
+    table's needles) are searched for only in texts that are not ASCII, where alone they can occur:
+    they would otherwise widen every state of the automaton that all the ASCII text goes through.
+    """
+    wide = [i for i, n in enumerate(needles) if not n.isascii()]
+    if not wide or len(wide) == len(needles):
+        return _one_search(needles)
+    narrow = tuple(i for i, n in enumerate(needles) if n.isascii())
+    wide_ids = tuple(wide)
+    ascii_search = _one_search([needles[i] for i in narrow])
+    wide_search = _one_search([needles[i] for i in wide_ids])
+
+    def search(text: str) -> list[int]:
+        found = [narrow[i] for i in ascii_search(text)]
+        if not text.isascii():
+            found.extend(wide_ids[i] for i in wide_search(text))
+        return found
+
+    return search
+
+
+def _one_search(needles: Sequence[str]) -> Callable[[str], Iterable[int]]:
     if _fits_re2(needles):
         try:
             return _re2_set(needles)
@@ -60,6 +83,24 @@ def _re2_set(needles: Sequence[str]) -> Callable[[str], Iterable[int]]:
         match = raw.Match
         return lambda text: match(text.encode("utf-8", "surrogatepass"))
     return lambda text: matcher.Match(text) or ()
+
+
+def regex_set(patterns: Sequence[str]) -> Callable[[bytes], list[int]]:
+    """``UTF-8 text -> indexes of the patterns that match somewhere in it``: one RE2 set, compiled
+    with the options ``matches regex`` uses, so a pattern is found exactly when its own test is
+    true. Raises ``re2.error`` when a pattern or the set does not compile."""
+    opts = re2.Options()
+    opts.log_errors = False
+    opts.max_mem = _RE2_MAX_MEM
+    matcher = re2.Set.SearchSet(opts)
+    for p in patterns:
+        matcher.Add(p)
+    matcher.Compile()
+    raw = getattr(matcher, "_set", None)
+    if raw is not None and hasattr(raw, "Match"):
+        match: Callable[[bytes], list[int]] = raw.Match
+        return match
+    return lambda data: matcher.Match(data) or []
 
 
 def any_substring(

@@ -72,6 +72,9 @@ class Branch:
     # Prefilter: each group is a set of (column, lower-cased literal, exact) needles one of which
     # must hold in a matching row; every group must be satisfied. Empty: no guarantee.
     needle_groups: list[frozenset[tuple[str, str, bool]]] = field(default_factory=list)
+    # For a branch without needle groups: (column, RE2 pattern) pairs one of which must match the
+    # raw column text (a Sigma rule made of regexes only); empty: no guarantee.
+    regex_group: frozenset[tuple[str, str]] = frozenset()
     # The conjuncts of the wheres before any reshaping, tested on the input row itself: the
     # common case (and the whole of a Sigma rule) costs one call per conjunct, no stage calls.
     filters: list[Fn] = field(default_factory=list)

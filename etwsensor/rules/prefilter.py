@@ -106,6 +106,42 @@ def needle_group(node: ir.Expr, scope: Scope) -> frozenset[Needle] | None:
     return None
 
 
+# (string column, RE2 pattern): the raw column text matches the pattern somewhere.
+RegexNeedle = tuple[str, str]
+
+
+def regex_group(node: ir.Expr, scope: Scope) -> frozenset[RegexNeedle] | None:
+    """(column, pattern) pairs one of which must match for ``node`` to be true, or None.
+
+    For the conditions ``needle_group`` cannot index (a regex with no certain literal): a
+    ``matches regex`` of a constant pattern on a string column, an ``or`` of them, or any
+    conjunct of an ``and`` that gives one.
+    """
+    if not isinstance(node, ir.BinaryOp):
+        return None
+    if node.op == "and":
+        for t in flatten_logical(node, "and"):
+            group = regex_group(t, scope)
+            if group is not None:
+                return group
+        return None
+    if node.op == "or":
+        acc: set[RegexNeedle] = set()
+        for t in flatten_logical(node, "or"):
+            group = regex_group(t, scope)
+            if group is None:
+                return None
+            acc |= group
+        return frozenset(acc)
+    if node.op == "matches regex":
+        column = string_column(node.left, scope)
+        pattern = _string_col_const(node.left, node.right, scope)
+        if column is None or pattern is None:
+            return None
+        return frozenset({(column, pattern)})
+    return None
+
+
 _REGEX_ESCAPED_LITERAL = frozenset("\\.+*?()|[]{}^$/-:#&~=!<>'\" ,;%@`")
 _QUANTIFIERS = "?*+{"
 

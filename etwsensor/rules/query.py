@@ -17,7 +17,7 @@ from etwsensor.rules.expr import ExprCompiler
 from etwsensor.rules.irnorm import flatten_logical
 from etwsensor.rules.kqlir import ir
 from etwsensor.rules.plan import Branch, Clock, Fn, Plan, Row, Stage
-from etwsensor.rules.prefilter import best_groups, needle_group
+from etwsensor.rules.prefilter import best_groups, needle_group, regex_group
 from etwsensor.rules.scope import Scope, default
 from etwsensor.rules.stateful import TimeBoundedJoin, WindowedSummarize
 from etwsensor.rules.stateful_compile import compile_join, compile_summarize, lookback
@@ -205,6 +205,8 @@ class QueryCompiler:
                     b.stages.append(_where(conjuncts))
                 if b.raw and groups:
                     b.needle_groups = best_groups([*b.needle_groups, *groups])
+                if b.raw and not b.regex_group:
+                    b.regex_group = next(filter(None, (regex_group(t, scope) for t in terms)), frozenset())
             stream.plain_table = False
             return stream
         if isinstance(op, ir.Extend):

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import re2
@@ -37,7 +37,7 @@ from etwsensor.rules.frontend import DUCKDB_KQL_VERSION, FrontEndError, locate, 
 from etwsensor.rules.irnorm import rebalance
 from etwsensor.rules.kql_subset import parse_where_query
 from etwsensor.rules.kqlir import ir
-from etwsensor.rules.multimatch import needle_search
+from etwsensor.rules.multimatch import needle_search, regex_set
 from etwsensor.rules.plan import Branch, Clock, Plan
 from etwsensor.rules.query import QueryCompiler
 from etwsensor.rules.scalars import as_text, regex_tester
@@ -708,6 +708,19 @@ _MEMO_ENTRIES = 4096
 _NO_IDS: tuple[int, ...] = ()
 
 
+# Branches made of regexes only run when an RE2 set over their patterns finds one (off: A/B runs).
+_REGEX_GATE = True
+
+
+class _RegexSet(NamedTuple):
+    """The patterns of the regex-gated branches that test one column."""
+
+    column: str
+    match: Callable[[bytes], list[int]]  # UTF-8 text -> indexes of the patterns found in it
+    ids: tuple[tuple[int, ...], ...]  # per pattern: positions of its branches in ``always``
+    every: frozenset[int]  # all of them (a value the set cannot read)
+
+
 class _ColumnIndex:
     """The first-group needles of one column and what its recent values selected."""
 
@@ -734,17 +747,20 @@ class _TableDispatch:
     column). What a column's value selected is remembered (``_MEMO_ENTRIES``), so only the
     columns with new values are searched. Only the branches the first group selects have their
     other groups checked, and only those passing every group run. Branches without needles
-    always run. Nothing here can drop a match (tests/rules/test_prefilter.py).
+    always run, unless they have a regex group (``Branch.regex_group``: rules made of regexes
+    without a certain literal): those run only when one RE2 set search per column, over the
+    patterns of all such branches, finds one of theirs. Nothing here can drop a match
+    (tests/rules/test_prefilter.py).
     """
 
-    def __init__(self, entries: list[tuple[Rule, Branch]]) -> None:
+    def __init__(self, entries: list[tuple[Rule, Branch]], prefilter: bool = True) -> None:
         self.always: list[tuple[Rule, Branch]] = []
         self.filtered: list[tuple[Rule, Branch]] = []
         self.more: list[tuple[GroupCheck, ...]] = []  # per filtered branch: its other groups
         exact: dict[str, dict[str, list[int]]] = {}
         substr: dict[str, dict[str, list[int]]] = {}
         for rule, branch in entries:
-            if not branch.needle_groups:
+            if not branch.needle_groups or not prefilter:
                 self.always.append((rule, branch))
                 continue
             idx = len(self.filtered)
@@ -773,6 +789,54 @@ class _TableDispatch:
             self.search = _set_search(needles)
             self.search_needles = tuple(needles)
             self.search_where = tuple(tuple(where[n]) for n in needles)
+        self.regex_gated: frozenset[int] = frozenset()  # positions in self.always
+        self.regex_sets: tuple[_RegexSet, ...] = ()
+        if _REGEX_GATE and prefilter:
+            self._build_regex_sets()
+
+    def _build_regex_sets(self) -> None:
+        by_column: dict[str, dict[str, list[int]]] = {}
+        for pos, (_rule, branch) in enumerate(self.always):
+            for column, pattern in sorted(branch.regex_group):
+                by_column.setdefault(column, {}).setdefault(pattern, []).append(pos)
+        sets: list[_RegexSet] = []
+        gated: set[int] = set()
+        for column, patterns in sorted(by_column.items()):
+            ordered = sorted(patterns)
+            try:
+                match = regex_set(ordered)
+            except (re2.error, RuntimeError, MemoryError):  # the branches keep running on every row
+                continue
+            ids = tuple(tuple(patterns[p]) for p in ordered)
+            sets.append(_RegexSet(column, match, ids, frozenset(i for p in ids for i in p)))
+            gated.update(i for p in ids for i in p)
+        # A branch is gated only if every column of its group has a set: else it always runs.
+        complete = {
+            pos
+            for pos in gated
+            if {c for c, _p in self.always[pos][1].regex_group} <= {s.column for s in sets}
+        }
+        self.regex_gated = frozenset(complete)
+        self.regex_sets = tuple(sets)
+
+    def _always(self, row: dict[str, Any]) -> list[tuple[Rule, Branch]]:
+        """The branches without needles that may match ``row``: the regex-gated ones only when
+        one of their patterns matches (a value that is not text, or not UTF-8: maybe)."""
+        selected: set[int] = set()
+        for rs in self.regex_sets:
+            value = row.get(rs.column, "")
+            if type(value) is str:
+                try:
+                    found = rs.match(value.encode("utf-8"))
+                except UnicodeEncodeError:
+                    selected |= rs.every
+                    continue
+                for h in found:
+                    selected.update(rs.ids[h])
+            else:
+                selected |= rs.every
+        gated = self.regex_gated
+        return [e for i, e in enumerate(self.always) if i not in gated or i in selected]
 
     def _select(self, missed: list[tuple[int, Any]], cache: dict[str, str]) -> set[int]:
         """The branches selected by the columns whose values were not remembered; remembers them."""
@@ -857,10 +921,11 @@ class _TableDispatch:
         if cache is None:
             cache = {}
         hit = self._first_group(row, None, cache)
+        always = self._always(row) if self.regex_gated else self.always
         if not hit:
-            return self.always
+            return always
         more, filtered = self.more, self.filtered
-        chosen = list(self.always)
+        chosen = list(always)
         for i in sorted(hit):
             for check in more[i]:
                 if not check(row, cache):
@@ -891,7 +956,9 @@ class RowGate:
 class RuleSet:
     """Loaded rules dispatched by table. ``evaluate`` is the per-row hot path."""
 
-    def __init__(self, rules: list[Rule], clock: Clock) -> None:
+    def __init__(self, rules: list[Rule], clock: Clock, prefilter: bool = True) -> None:
+        """``prefilter=False``: every branch of a table runs on every row of it, the reference the
+        prefilter (which only ever skips branches that cannot match) is tested against."""
         self.rules = rules
         self.clock = clock
         self.errors: dict[str, int] = {}  # rule id -> rows whose evaluation raised
@@ -900,7 +967,7 @@ class RuleSet:
             assert rule.plan is not None
             for branch in rule.plan.branches:
                 by_table[branch.table].append((rule, branch))
-        self._dispatch = {t: _TableDispatch(entries) for t, entries in by_table.items() if entries}
+        self._dispatch = {t: _TableDispatch(entries, prefilter) for t, entries in by_table.items() if entries}
         self._stateful = [(r, r.plan.stateful) for r in rules if r.plan is not None and r.plan.stateful]
         self._last_now: datetime | None = None
         self._deadline: datetime | None = None  # the earliest watermark at which a window closes
