@@ -323,6 +323,10 @@ def run_unseen(corpus: Path, which: str, n_rows: int, passes: int, art: Path | N
     result["rows"] = len(rows)
     result["best_rows_per_s"] = max(p["rows_per_s"] for p in result["passes"])
     result["eval_errors"] = sum(rs.errors.values())
+    if sys.platform != "win32":
+        import resource
+
+        result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
     return result
 
 

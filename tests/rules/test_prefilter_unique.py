@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import random
 import re
 from datetime import datetime
 from pathlib import Path
@@ -21,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from etwsensor.pipeline import ReplaySummary, input_rows
-from etwsensor.rules import RuleSet
+from etwsensor.rules import RuleSet, multimatch
 from tests.rules.kqlhelpers import DATA
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -125,3 +126,19 @@ def test_same_matches_as_plain_evaluator_on_the_demo() -> None:
     flushed = sorted(m.rule.id for m in fast.flush())
     assert flushed == sorted(m.rule.id for m in plain.flush())
     assert seen + len(flushed) > 0
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(1, 10**6))
+def test_needle_search_finds_the_same_needles_before_and_after_it_turns_into_an_re2_set(seed: int) -> None:
+    rnd = random.Random(seed)
+    alphabet = "abcdefgh\\. -"
+    needles = sorted({"".join(rnd.choice(alphabet) for _ in range(rnd.randint(2, 7))) for _ in range(1500)})
+    needles += ["é", "👩", "ab👩", "xé"]  # searched only in texts that are not ASCII
+    assert len(needles) - 4 >= multimatch._WARM_NEEDLES  # the ASCII ones: automaton, then RE2 set
+    texts = ["".join(rnd.choice(alphabet + "é👩") for _ in range(rnd.randint(0, 80))) for _ in range(40)]
+    search = multimatch.needle_search(needles)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(multimatch, "_RE2_AFTER", 20)  # the switch happens half-way through the texts
+        for text in texts:
+            assert set(search(text)) == {i for i, n in enumerate(needles) if n in text}
