@@ -5,6 +5,8 @@
     python scripts/bench.py replay [--events N] [--enrich]
     python scripts/bench.py evtx [--rounds N] [--inputs K] [--sigma DIR]
     python scripts/bench.py stateful [--events N]
+    python scripts/bench.py memory [--events N] [--every K]
+    python scripts/bench.py etl [--etl FILE] [--inputs K] [--repeat N]
                                  [--zircolite DIR --zircolite-python PY]
     python scripts/bench.py normalize|rules|sinks|startup|live|hunt|compare|idle|catalogs [their options]
                                  (scripts/bench_<stage>.py)
@@ -19,6 +21,11 @@ latency (event read from the source → alert written by the sink) p50/p99 in st
 
 stateful: one replay of the scaled demo with the built-in pack and two heavier stateful rules (every
 image load and file row reach their state): events/s, peak RSS, and the state held at the end.
+memory: one replay of the scaled demo (as `replay`, built-in pack, file sink) with the resident set
+size sampled every ``--every`` events along the way (from /proc/self/statm): peak RSS, and whether it
+grows once the normalizer's bounded caches are full (default 10M events; the recording is made once).
+etl: `.etl` replay end to end (``pipeline.replay`` of the real perfview trace, or ``--etl FILE``, given
+``--inputs`` times): records read/s (every ETW record of the file) and decoded events/s, one core.
 evtx: EVTX → rows → rules, end to end as `etwsensor replay FILE.evtx` runs it, events/s on one core, with
 the built-in pack and (``--sigma DIR``: the SigmaHQ rules converted to KQL) with the Sigma corpus. The
 EVTX is made from the chunks of the real Sysmon/Security test files (tests/data/windows) repeated
@@ -230,6 +237,7 @@ def bench_replay(
         "alerts": alerts[-1],
         "alert_latency_ms_p50": round(lat[len(lat) // 2] * 1000, 3) if lat else None,
         "alert_latency_ms_p99": round(lat[int(len(lat) * 0.99)] * 1000, 3) if lat else None,
+        "peak_rss_mb": peak_rss_mb(),  # the whole bench process: the runs and the latency pass
     }
     if facts is not None:
         result["enrich"] = {"throughput_pass": "replay --files-from (every row waits for its facts)",
@@ -238,6 +246,103 @@ def bench_replay(
     if mix is not None:
         result["event_mix"] = mix
     return result
+
+
+def peak_rss_mb() -> int:
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def rss_mb() -> float:
+    """The resident set size now (Linux: /proc/self/statm), in MB."""
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / (1 << 20)
+
+
+def bench_memory(events: int, every: int) -> dict[str, object]:
+    """One replay of the scaled demo (built-in pack, alerts to a file), the RSS sampled every ``every``
+    events: it must stay flat once the bounded caches are full."""
+    from bench_rules import calibration_ns
+
+    from etwsensor.pipeline import Detector, replay
+    from etwsensor.rules import RuleSet
+    from etwsensor.sinks import open_sink
+
+    path = ROOT / "bench-data" / f"replay-{events // 1000}k.jsonl.zst"
+    if not path.exists():
+        scaled_demo(path, events)
+    gc.collect()
+    ruleset, _ = RuleSet.load([], builtin=True)
+    calibration = calibration_ns()
+    samples: list[tuple[int, float]] = [(0, rss_mb())]
+    peak_before = peak_rss_mb()
+    next_sample = every
+
+    def progress(n_events: int, _rows: int, _alerts: int) -> None:
+        nonlocal next_sample
+        if n_events >= next_sample:
+            samples.append((n_events, rss_mb()))
+            next_sample += every
+
+    sink = open_sink(f"file:{ROOT / 'bench-data' / 'memory-alerts.ndjson'}")
+    t0 = time.perf_counter()
+    summary = replay([path], Detector(ruleset, str(path)), [sink], progress=progress)
+    secs = time.perf_counter() - t0
+    sink.close()
+    samples.append((summary.events, rss_mb()))
+    later = [mb for n, mb in samples if n >= min(2_000_000, summary.events // 2)]
+    return {
+        "file": str(path.relative_to(ROOT)),
+        "events": summary.events,
+        "rows": summary.rows.total(),
+        "alerts": sum(summary.alerts.values()),
+        "seconds": round(secs, 1),
+        "events_per_s": round(summary.events / secs),
+        "calibration_ns": round(calibration),
+        "peak_rss_mb_before_replay": peak_before,
+        "peak_rss_mb": peak_rss_mb(),
+        "rss_mb_from_2m_events_min_max": [round(min(later), 1), round(max(later), 1)] if later else None,
+        "rss_mb_samples": [[n, round(mb, 1)] for n, mb in samples],
+    }
+
+
+def bench_etl(etl: Path, inputs: int, repeat: int) -> dict[str, object]:
+    """`.etl` replay end to end (what `etwsensor replay FILE.etl` runs, alerts to no sink): every record
+    of the file is read and its kind counted, those of the providers etwsensor knows are decoded."""
+    from bench_rules import calibration_ns
+
+    from etwsensor.pipeline import Detector, replay
+    from etwsensor.rules import RuleSet
+    from etwsensor.sources.etl import EtlReader
+
+    reader = EtlReader(etl)
+    records = sum(1 for _ in reader.records(ordered=False))
+    ruleset, _ = RuleSet.load([], builtin=True)
+    calibration: list[float] = []
+    alerts: list[int] = []
+
+    def run() -> int:
+        calibration.append(calibration_ns())
+        summary = replay([etl] * inputs, Detector(ruleset, str(etl)), [])
+        alerts.append(sum(summary.alerts.values()))
+        return summary.events
+
+    times: list[float] = []
+    secs, decoded = best_of(repeat, run, times)
+    return {
+        "file": str(etl.relative_to(ROOT) if etl.is_relative_to(ROOT) else etl),
+        "inputs": inputs,
+        "records": records * inputs,
+        "decoded_events": decoded,
+        "seconds": round(secs, 3),
+        "records_per_s": round(records * inputs / secs),
+        "decoded_events_per_s": round(decoded / secs),
+        "records_per_s_each_run": [round(records * inputs / t) for t in times],
+        "calibration_ns_each_run": [round(c) for c in calibration],
+        "alerts": alerts[-1],
+        "peak_rss_mb": peak_rss_mb(),
+    }
 
 
 # Stateful rules heavier than the built-in pack's: every image load and every file row reach the state.
@@ -426,16 +531,21 @@ def main() -> None:
         runpy.run_path(str(script), run_name="__main__")
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["decode", "replay", "evtx", "stateful"], help="which stage to measure")
+    ap.add_argument(
+        "what", choices=["decode", "replay", "evtx", "stateful", "memory", "etl"], help="what to measure"
+    )
+    ap.add_argument("--every", type=int, default=500_000, help="memory: events between two RSS samples")
     ap.add_argument("--rounds", type=int, default=100, help="evtx: copies of the test chunks in the file")
-    ap.add_argument("--inputs", type=int, default=10, help="evtx: times the file is given to replay")
+    ap.add_argument("--inputs", type=int, default=None, help="evtx (10), etl (1): times the file is given")
     ap.add_argument(
         "--sigma", type=Path, default=None, help="evtx: SigmaHQ rules converted to KQL (a folder)"
     )
     ap.add_argument("--zircolite", type=Path, default=None, help="evtx: a Zircolite checkout to compare with")
     ap.add_argument("--zircolite-python", default=sys.executable, help="evtx: a Python with its requirements")
     ap.add_argument("--etl", type=Path, default=PERFVIEW)
-    ap.add_argument("--events", type=int, default=1_000_000, help="replay: events in the scaled recording")
+    ap.add_argument(
+        "--events", type=int, default=None, help="replay, stateful (1M), memory (10M): demo events"
+    )
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--enrich", action="store_true", help="replay: with image facts from a collected disk")
     ap.add_argument("--rules", type=Path, action="append", help="replay: rules loaded with the built-in pack")
@@ -445,14 +555,18 @@ def main() -> None:
     machine = {"python": platform.python_version(), "cpu": platform.processor() or platform.machine()}
     if args.what == "evtx":
         result = bench_evtx(
-            args.rounds, args.inputs, args.repeat, args.sigma, args.zircolite, args.zircolite_python
+            args.rounds, args.inputs or 10, args.repeat, args.sigma, args.zircolite, args.zircolite_python
         )
     elif args.what == "decode":
         result = bench_decode(args.etl, args.repeat)
     elif args.what == "stateful":
-        result = bench_stateful(args.events)
+        result = bench_stateful(args.events or 1_000_000)
+    elif args.what == "memory":
+        result = bench_memory(args.events or 10_000_000, args.every)
+    elif args.what == "etl":
+        result = bench_etl(args.etl, args.inputs or 1, args.repeat)
     else:
-        result = bench_replay(args.events, args.repeat, args.enrich, args.rules)
+        result = bench_replay(args.events or 1_000_000, args.repeat, args.enrich, args.rules)
     json.dump({"bench": args.what, "machine": machine, **result}, sys.stdout, indent=2)
     sys.stdout.write("\n")
 

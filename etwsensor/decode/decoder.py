@@ -215,6 +215,17 @@ class Decoder:
     def provider(self, guid: str) -> ProviderDef | None:
         return self._providers.get(guid)
 
+    @property
+    def known_guids(self) -> frozenset[str]:
+        """The provider and class GUIDs this decoder has events for; ``decode`` returns None for
+        every record of any other GUID."""
+        return frozenset(self._providers)
+
+    def count_other(self, guid: str, manifest: bool, key: int, version: int, count: int) -> None:
+        """Count ``count`` records of an unknown GUID that were never built, as ``decode`` would."""
+        ids = (key, None) if manifest else (None, key)
+        self.stats.entry(guid, ids[0], ids[1], version, guid, "", known=False).count += count
+
     def _plan(self, rec: RawRecord, key: int) -> _Plan:
         prov = self._providers.get(rec.guid)
         ev = prov.event(key) if prov is not None and (prov.kind == "manifest") == rec.manifest else None

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import heapq
 import os
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
@@ -96,10 +96,13 @@ class EtlStats:
     skipped_records: int = 0  # WPP messages and records with corrupt extended data
     skipped_bytes: int = 0  # bytes of buffers or buffer tails given up on after damage
     unknown_groups: dict[int, int] = field(default_factory=dict)  # kernel group -> records
+    # Records of GUIDs a ``records(only=…)`` filter left out, never built: (guid, manifest, id for
+    # manifest events or opcode for classic ones, version) -> records
+    passed_over: dict[tuple[str, bool, int, int], int] = field(default_factory=dict)
 
     @property
     def records(self) -> int:
-        """Records delivered."""
+        """Records read: delivered, or counted in ``passed_over``."""
         return sum(self.by_header_kind.values())
 
 
@@ -315,12 +318,15 @@ class EtlReader:
 
     # --- reading -------------------------------------------------------------------------------------
 
-    def records(self, ordered: bool = True) -> Iterator[RawRecord]:
+    def records(self, ordered: bool = True, only: Container[str] | None = None) -> Iterator[RawRecord]:
         """Every record of the file.
 
         ``ordered``: by timestamp, merging the per-CPU buffer streams as ETW's ProcessTrace does, so
         a stateful consumer sees rundowns and starts before what refers to them. ``False``: in file
         order (buffers of different CPUs interleave out of time order), which is a little faster.
+        ``only``: deliver only the records of these provider/class GUIDs; the others are counted in
+        ``stats.passed_over`` without being built (a trace of a profiler is mostly samples, stacks and
+        CLR events no decoder here reads). Damage is found and reported the same either way.
         Each call reads the file anew and starts ``damage`` and ``stats`` afresh.
         """
         self.damage.clear()
@@ -338,31 +344,33 @@ class EtlReader:
                 return
             if not ordered:
                 for offset, _cpu in buffers:
-                    yield from self._buffer_records(fh, offset)
+                    yield from self._buffer_records(fh, offset, only)
                 return
             by_cpu: dict[int, list[int]] = {}
             for offset, cpu in buffers:
                 by_cpu.setdefault(cpu, []).append(offset)
-            streams = [self._stream(fh, offsets) for _, offsets in sorted(by_cpu.items())]
+            streams = [self._stream(fh, offsets, only) for _, offsets in sorted(by_cpu.items())]
             yield from heapq.merge(*streams, key=attrgetter("ts"))
         finally:
             fh.close()
 
-    def head_records(self, buffers: int) -> Iterator[RawRecord]:
+    def head_records(self, buffers: int, only: Container[str] | None = None) -> Iterator[RawRecord]:
         """The records of the first ``buffers`` buffers, in file order: a bounded look ahead before
-        ``records()`` (which starts ``damage`` and ``stats`` afresh)."""
+        ``records()`` (which starts ``damage`` and ``stats`` afresh); ``only`` as for ``records``."""
         try:
             with open(self.path, "rb") as fh:
                 for offset, _cpu in self._buffer_offsets(fh)[:buffers]:
-                    yield from self._buffer_records(fh, offset)
+                    yield from self._buffer_records(fh, offset, only)
         except OSError:
             return
 
-    def _stream(self, fh: BinaryIO, offsets: list[int]) -> Iterator[RawRecord]:
+    def _stream(self, fh: BinaryIO, offsets: list[int], only: Container[str] | None) -> Iterator[RawRecord]:
         for offset in offsets:
-            yield from self._buffer_records(fh, offset)
+            yield from self._buffer_records(fh, offset, only)
 
-    def _buffer_records(self, fh: BinaryIO, offset: int) -> Iterator[RawRecord]:
+    def _buffer_records(
+        self, fh: BinaryIO, offset: int, only: Container[str] | None = None
+    ) -> Iterator[RawRecord]:
         try:
             buffer = self._read_buffer(fh, offset)
         except OSError as exc:
@@ -373,7 +381,7 @@ class EtlReader:
         self.stats.buffers += 1
         self.stats.compressed_buffers += buffer.compressed
         try:
-            yield from self._walk(buffer)
+            yield from self._walk(buffer, only)
         except Exception as exc:  # last resort: a defect here must not end the file
             self._damage(offset, f"buffer abandoned: {type(exc).__name__}: {exc}")
 
@@ -408,7 +416,7 @@ class EtlReader:
         self._damage(offset, "cannot find the next buffer: rest of the file skipped")
         return size
 
-    def _walk(self, buffer: _Buffer) -> Iterator[RawRecord]:
+    def _walk(self, buffer: _Buffer, only: Container[str] | None = None) -> Iterator[RawRecord]:
         """The records of one buffer. Hot path: one Struct unpack per header, one RawRecord per record."""
         data = buffer.data
         end = buffer.filled
@@ -429,6 +437,10 @@ class EtlReader:
         extended_info = L.EVENT_HEADER_FLAG_EXTENDED_INFO
         kernel, perfinfo, event = L.Shape.SYSTEM, L.Shape.PERFINFO, L.Shape.EVENT
         no_id = 0xFFFFFFFF
+        passed_over = self.stats.passed_over
+        # The range of (raw - ref_raw) in µs that makes a datetime: checked without building one for
+        # the records the filter leaves out, so their damage is reported the same.
+        lowest, highest = (_DATETIME_MIN - ref_time) // one_us, (_DATETIME_MAX - ref_time) // one_us
         pos = 0
         try:
             while pos + 4 <= end:
@@ -487,6 +499,15 @@ class EtlReader:
                         self.stats.skipped_records += 1
                         pos += (size + 7) & ~7
                         continue
+                if only is not None and guid not in only:
+                    micros = ((raw_ts - ref_raw) * 2_000_000 + freq) // two_freq
+                    if not lowest <= micros <= highest:
+                        self._record_damage(buffer, pos, f"timestamp {raw_ts} out of range")
+                    counts[htype] += 1
+                    key = (guid, manifest, event_id if manifest else opcode, version)
+                    passed_over[key] = passed_over.get(key, 0) + 1
+                    pos += (size + 7) & ~7
+                    continue
                 try:
                     ts = ref_time + one_us * (((raw_ts - ref_raw) * 2_000_000 + freq) // two_freq)
                 except OverflowError:

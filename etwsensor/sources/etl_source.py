@@ -51,8 +51,16 @@ class EtlSource:
         return [SourceDamage(str(d.path), f"offset {d.offset:#x}", d.message) for d in self._reader.damage]
 
     def events(self) -> Iterator[RawEvent]:
+        """The decoded events; records of providers the decoder does not know are only counted (as
+        ``other``), without being built."""
         decode = self.decoder.decode
-        for rec in self._reader.records():
-            ev = decode(rec)
-            if ev is not None:
-                yield ev
+        try:
+            for rec in self._reader.records(only=self.decoder.known_guids):
+                ev = decode(rec)
+                if ev is not None:
+                    yield ev
+        finally:
+            passed_over = self._reader.stats.passed_over
+            for (guid, manifest, key, version), count in passed_over.items():
+                self.decoder.count_other(guid, manifest, key, version, count)
+            passed_over.clear()

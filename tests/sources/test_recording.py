@@ -321,3 +321,38 @@ def test_lines_longer_than_a_block_are_read(tmp_path: Path, name: str) -> None:
     reader = RecordingReader(path)
     assert list(reader.events()) == many
     assert reader.damage == []
+
+
+@pytest.mark.parametrize("name", ["p.jsonl", "p.jsonl.zst"])
+def test_raw_payloads_of_every_length_read_back_in_a_long_recording(tmp_path: Path, name: str) -> None:
+    """The block decoder reads hex payloads as base64 when they happen to be valid base64 (hex text of
+    4k characters): they must come back as the same bytes; the others go the line-by-line way."""
+    undecoded = events()[3]
+    many = _many(1200)
+    for i, size in enumerate(range(0, 9)):  # hex lengths 0, 2, 4 … 16
+        raw = copy.deepcopy(undecoded)
+        raw.payload = bytes(range(200, 200 + size))
+        many.insert(100 * (i + 1), raw)
+    path = tmp_path / name
+    write_recording(path, HEADER, many)
+    reader = RecordingReader(path)
+    assert list(reader.events()) == many
+    assert reader.damage == []
+    assert reader.stats.totals()["undecoded"] == 9
+
+
+def test_a_payload_that_is_not_hex_is_damage_on_its_line_and_one_beside_ok_is_dropped(tmp_path: Path) -> None:
+    good = _many(1500)
+    path = tmp_path / "r.jsonl"
+    write_recording(path, HEADER, good)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    undecoded = json.loads(lines[1])
+    undecoded.update(status="undecoded", payload="zzzz")  # valid base64, not hex
+    lines.insert(1000, json.dumps(undecoded))  # line 1001
+    lines[1200] = lines[1200][:-1] + ', "payload": "00ff"}'  # status ok: the payload is not kept
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    reader = RecordingReader(path)
+    got = list(reader.events())
+    assert [d.where for d in reader.damage] == ["line 1001"]
+    assert got == good
+    assert all(ev.payload is None for ev in got)
