@@ -19,6 +19,9 @@ IMAGE_TABLE = "DeviceImageLoadEvents"
 _CLASSIC, _MANIFEST = "classic", "manifest"
 # What an image-load row has before it is built: enough to ask the rules' gate.
 _GATE_COLUMNS = INITIATING_COLUMNS | {"FileName", "FolderPath", "ActionType"}
+# A gate that reads only these answers the same for every load of the same path: remembered.
+_PATH_COLUMNS = frozenset({"FileName", "FolderPath", "ActionType"})
+_VERDICTS = 4096  # remembered paths; the memo starts afresh when full
 
 
 class ImageTracker:
@@ -34,12 +37,14 @@ class ImageTracker:
         self._paths = paths
         self._processes = processes
         self._gate = usable_gate(gates, IMAGE_TABLE, _GATE_COLUMNS)
+        self._verdicts = _verdict_memo(self._gate)
         # (pid, ImageBase) → which provider reported the load; for the classic/manifest de-duplication
         self.loaded: BoundedCache[tuple[int, int], str] = BoundedCache("image_loads", max_loaded)
 
     def regate(self, gates: Mapping[str, RowGate] | None) -> None:
         """Gate rows with a new rule set's gates from the next event on (a hot reload)."""
         self._gate = usable_gate(gates, IMAGE_TABLE, _GATE_COLUMNS)
+        self._verdicts = _verdict_memo(self._gate)
 
     def handlers(self) -> Handlers:
         return {
@@ -78,16 +83,30 @@ class ImageTracker:
             return
         path = self._paths.to_dos(nt_path)
         proc = self._processes.image_loaded(pid, path)
-        initiating = proc.initiating() if proc is not None else {"InitiatingProcessId": pid}
         name = path[path.rfind("\\") + 1 :]  # file_name_of, inline: the busiest row kind
-        unresolved = proc is None or path_unresolved(path)
         gate = self._gate
-        if gate is not None and not gate.might_match(
-            {"FileName": name, "FolderPath": path, "ActionType": "ImageLoaded"}, initiating
-        ):
-            self._sink.skip(IMAGE_TABLE, "ImageLoaded", unresolved)
-            return
+        if gate is not None:
+            verdicts = self._verdicts
+            verdict = verdicts.get(path) if verdicts is not None else None
+            if verdict is None:
+                initiating = proc.initiating() if proc is not None else {"InitiatingProcessId": pid}
+                own = {"FileName": name, "FolderPath": path, "ActionType": "ImageLoaded"}
+                verdict = gate.might_match(own, initiating)
+                if verdicts is not None:
+                    if len(verdicts) >= _VERDICTS:
+                        verdicts.clear()
+                    verdicts[path] = verdict
+            if not verdict:
+                self._sink.skip(IMAGE_TABLE, "ImageLoaded", proc is None or path_unresolved(path))
+                return
+        unresolved = proc is None or path_unresolved(path)
+        initiating = proc.initiating() if proc is not None else {"InitiatingProcessId": pid}
         row: Row = dict(initiating)
         row["FileName"] = name
         row["FolderPath"] = path
         self._sink.emit(IMAGE_TABLE, "ImageLoaded", ev.ts, row, unresolved)
+
+
+def _verdict_memo(gate: RowGate | None) -> dict[str, bool] | None:
+    """A path → verdict memo when the gate's answer depends on the path alone."""
+    return {} if gate is not None and gate.columns <= _PATH_COLUMNS else None

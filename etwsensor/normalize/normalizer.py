@@ -68,7 +68,6 @@ class Normalizer:
         self.facts = facts
         self.windows = WindowsEventTracker(self.sink, self.processes)
         self._pending_starts = self.processes.pending  # the same dict: checked per event, cheaply
-        self._open_polls = self.win32k.open  # likewise: GetAsyncKeyState windows waiting to close
         self._handlers: Handlers = {
             **self.processes.handlers(),
             **self.images.handlers(),
@@ -99,7 +98,8 @@ class Normalizer:
             return _NO_ROWS
         if self._pending_starts:
             self.processes.advance(event.ts)
-        if self._open_polls:
+        due = self.win32k.first_end
+        if due is not None and event.ts >= due:  # a GetAsyncKeyState window is due
             self.win32k.advance(event.ts)
         handler = self._handlers.get((event.provider, event.name))
         if handler is not None:

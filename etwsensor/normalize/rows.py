@@ -64,8 +64,14 @@ class RowSink:
         """A row no rule can match (its table's gate said so): counted and numbered as if emitted,
         so summaries and ReportIds do not depend on which rules are loaded, but never built."""
         self.report_id += 1
-        self.skipped[table] = self.skipped.get(table, 0) + 1
-        self._count(table, action, unresolved)
+        skipped = self.skipped
+        skipped[table] = skipped.get(table, 0) + 1
+        per_table = self.counts.get(table)
+        if per_table is None:
+            per_table = self.counts[table] = {}
+        per_table[action] = per_table.get(action, 0) + 1
+        if unresolved:
+            self.unresolved[table] = self.unresolved.get(table, 0) + 1
 
     def _count(self, table: str, action: str, unresolved: bool) -> None:
         per_table = self.counts.get(table)

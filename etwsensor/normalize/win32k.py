@@ -149,6 +149,9 @@ class Win32kTracker:
         self.max_open = max_open
         # pid → its open window; insertion order is start order, so the first entry ends first.
         self.open: dict[int, _Polling] = {}
+        # The end of the first open window (None when none): the normalizer compares each event's
+        # time with it, and calls ``advance`` only when a window is due.
+        self.first_end: datetime | None = None
         self.aggregated = 0  # GetAsyncKeyState events folded into rows
         self.early_closes = 0  # windows emitted before their end because max_open was reached
 
@@ -204,13 +207,16 @@ class Win32kTracker:
         pid = int(f.get("PID") or ev.pid)
         calls, ms = int(f["BackgroundCallCount"]), int(f["MsSinceLastKeyEvent"])
         ts = ev.ts
-        self.advance(ts)
+        if self.first_end is not None and ts >= self.first_end:
+            self.advance(ts)
         poll = self.open.get(pid)
         if poll is None:
             if len(self.open) >= self.max_open:
                 self.early_closes += 1
                 self._close(next(iter(self.open.values())))
             poll = self.open[pid] = _Polling(pid, ts, ts + self.window, ts, min_ms=ms, max_ms=ms)
+            if len(self.open) == 1:
+                self.first_end = poll.end
         poll.events += 1
         poll.calls += calls
         poll.last = ts
@@ -234,7 +240,9 @@ class Win32kTracker:
             self._close(poll)
 
     def _close(self, poll: _Polling) -> None:
-        del self.open[poll.pid]
+        open_ = self.open
+        del open_[poll.pid]
+        self.first_end = next(iter(open_.values())).end if open_ else None
         extra = {
             "PID": poll.pid,
             "BackgroundCallCount": poll.calls,
