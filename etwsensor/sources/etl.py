@@ -114,6 +114,23 @@ class _Clock:
     ref_time: datetime
     freq: int
 
+    def micros(self, raw: int) -> int:
+        """µs from ``ref_time`` to the raw timestamp, to the nearest (as the reader computes it)."""
+        return ((raw - self.ref_raw) * 2_000_000 + self.freq) // (2 * self.freq)
+
+    def raw_range(self) -> tuple[int, int]:
+        """The lowest and highest raw timestamps whose time is a datetime (``micros`` is monotonic:
+        the bounds solve ``micros(raw) >= lowest`` and ``micros(raw) <= highest`` exactly)."""
+        one_us = _ONE_MICROSECOND
+        lowest = (_DATETIME_MIN - self.ref_time) // one_us
+        highest = (_DATETIME_MAX - self.ref_time) // one_us
+        two_freq = 2 * self.freq
+        # micros >= lowest  <=>  (raw - ref) * 2e6 >= lowest * 2f - f  <=>  raw >= ref + ceil(that / 2e6)
+        low = self.ref_raw - ((self.freq - lowest * two_freq) // 2_000_000)
+        # micros <= highest  <=>  (raw - ref) * 2e6 + f < (highest + 1) * 2f  <=>  raw <= ref + ceil(…) - 1
+        high = self.ref_raw - ((self.freq - (highest + 1) * two_freq) // 2_000_000) - 1
+        return low, high
+
 
 def _filetime(value: int) -> datetime | None:
     if value <= 0:
@@ -438,9 +455,9 @@ class EtlReader:
         kernel, perfinfo, event = L.Shape.SYSTEM, L.Shape.PERFINFO, L.Shape.EVENT
         no_id = 0xFFFFFFFF
         passed_over = self.stats.passed_over
-        # The range of (raw - ref_raw) in µs that makes a datetime: checked without building one for
-        # the records the filter leaves out, so their damage is reported the same.
-        lowest, highest = (_DATETIME_MIN - ref_time) // one_us, (_DATETIME_MAX - ref_time) // one_us
+        # The raw timestamps that make a datetime: checked without building one for the records the
+        # filter leaves out, so their damage is reported the same.
+        raw_lowest, raw_highest = self._clock.raw_range()
         pos = 0
         try:
             while pos + 4 <= end:
@@ -500,8 +517,7 @@ class EtlReader:
                         pos += (size + 7) & ~7
                         continue
                 if only is not None and guid not in only:
-                    micros = ((raw_ts - ref_raw) * 2_000_000 + freq) // two_freq
-                    if not lowest <= micros <= highest:
+                    if not raw_lowest <= raw_ts <= raw_highest:
                         self._record_damage(buffer, pos, f"timestamp {raw_ts} out of range")
                     counts[htype] += 1
                     key = (guid, manifest, event_id if manifest else opcode, version)

@@ -773,3 +773,30 @@ def test_the_etl_source_counts_what_it_does_not_build_as_the_decoder_would() -> 
     assert list(source.events()) == events
     assert source.stats.as_json() == decoder.stats.as_json()
     assert source.stats.totals()["other"] > 170_000  # the CLR, stack and sample records of this trace
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    ref_raw=st.integers(min_value=0, max_value=1 << 62),
+    freq=st.integers(min_value=1, max_value=10**10),
+    offset_days=st.integers(min_value=-800_000, max_value=3_000_000),
+    nudge=st.integers(min_value=-3, max_value=3),
+)
+def test_the_raw_timestamp_range_is_exactly_where_a_time_exists(
+    ref_raw: int, freq: int, offset_days: int, nudge: int
+) -> None:
+    ref_time = datetime(2020, 7, 29, tzinfo=UTC)
+    clock = etl_module._Clock(ref_raw, ref_time, freq)
+    low, high = clock.raw_range()
+
+    def makes_a_time(raw: int) -> bool:
+        try:
+            ref_time + timedelta(microseconds=1) * clock.micros(raw)
+        except OverflowError:
+            return False
+        return True
+
+    for raw in (low - 1 + nudge, low + nudge, high + nudge, high + 1 + nudge):
+        assert makes_a_time(raw) == (low <= raw <= high)
+    raw = ref_raw + offset_days * 86_400 * freq + nudge
+    assert makes_a_time(raw) == (low <= raw <= high)
