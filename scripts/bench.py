@@ -7,6 +7,7 @@
     python scripts/bench.py stateful [--events N]
     python scripts/bench.py memory [--events N] [--every K]
     python scripts/bench.py etl [--etl FILE] [--inputs K] [--repeat N]
+    python scripts/bench.py stages [--events N] [--repeat N]
                                  [--zircolite DIR --zircolite-python PY]
     python scripts/bench.py normalize|rules|sinks|startup|live|hunt|compare|idle|catalogs [their options]
                                  (scripts/bench_<stage>.py)
@@ -24,6 +25,9 @@ image load and file row reach their state): events/s, peak RSS, and the state he
 memory: one replay of the scaled demo (as `replay`, built-in pack, file sink) with the resident set
 size sampled every ``--every`` events along the way (from /proc/self/statm): peak RSS, and whether it
 grows once the normalizer's bounded caches are full (default 10M events; the recording is made once).
+stages: where the replay benchmark's time goes, as CPU time of the cumulative stages over the same
+scaled demo: reading (recording → RawEvents), + normalizing (built-in pack's row gates), + the rules
+(+ alert building), + everything `replay` does (summary, file sink); each best of ``--repeat``.
 etl: `.etl` replay end to end (``pipeline.replay`` of the real perfview trace, or ``--etl FILE``, given
 ``--inputs`` times): records read/s (every ETW record of the file) and decoded events/s, one core.
 evtx: EVTX → rows → rules, end to end as `etwsensor replay FILE.evtx` runs it, events/s on one core, with
@@ -307,6 +311,72 @@ def bench_memory(events: int, every: int) -> dict[str, object]:
     }
 
 
+def bench_stages(events: int, repeat: int) -> dict[str, object]:
+    """CPU seconds of reading, reading + normalizing, + rules, and the whole replay (best of
+    ``repeat``, interleaved), and each stage's share of the whole."""
+    from bench_rules import calibration_ns
+
+    from etwsensor.normalize import Normalizer
+    from etwsensor.pipeline import Detector, replay
+    from etwsensor.rules import RuleSet
+    from etwsensor.sinks import open_sink
+    from etwsensor.sources import open_source
+
+    path = ROOT / "bench-data" / f"replay-{events // 1000}k.jsonl.zst"
+    if not path.exists():
+        scaled_demo(path, events)
+    ruleset, _ = RuleSet.load([], builtin=True)
+    gates = ruleset.row_gates()
+
+    def read() -> None:
+        for _ in open_source(path).events():
+            pass
+
+    def normalize() -> None:
+        src = open_source(path)
+        process = Normalizer(src.header, gates=gates).process
+        for ev in src.events():
+            process(ev)
+
+    def rules() -> None:
+        src = open_source(path)
+        process = Normalizer(src.header, gates=gates).process
+        on_row = Detector(ruleset, str(path)).on_row
+        for ev in src.events():
+            for table, row in process(ev):
+                on_row(table, row, ev.ts)
+
+    def whole() -> None:
+        sink = open_sink(f"file:{ROOT / 'bench-data' / 'stages-alerts.ndjson'}")
+        replay([path], Detector(ruleset, str(path)), [sink])
+        sink.close()
+
+    stages = {"read": read, "normalize": normalize, "rules": rules, "replay": whole}
+    best = dict.fromkeys(stages, float("inf"))
+    calibration: list[float] = []
+    for _ in range(repeat):
+        calibration.append(calibration_ns())
+        for name, run in stages.items():
+            gc.collect()
+            t0 = time.process_time()
+            run()
+            best[name] = min(best[name], time.process_time() - t0)
+    n = sum(1 for _ in open_source(path).events())
+    total = best["replay"]
+    shares = {"read": best["read"], "normalize": best["normalize"] - best["read"],
+              "rules_and_alerts": best["rules"] - best["normalize"],
+              "summary_sink_and_glue": best["replay"] - best["rules"]}  # fmt: skip
+    return {
+        "file": str(path.relative_to(ROOT)),
+        "events": n,
+        "cpu_seconds_cumulative": {k: round(v, 3) for k, v in best.items()},
+        "us_per_event": {k: round(v / n * 1e6, 3) for k, v in shares.items()},
+        "share_percent": {k: round(100 * v / total, 1) for k, v in shares.items()},
+        "events_per_s_cpu": round(n / total),
+        "calibration_ns_each_run": [round(c) for c in calibration],
+    }
+
+
 def bench_etl(etl: Path, inputs: int, repeat: int) -> dict[str, object]:
     """`.etl` replay end to end (what `etwsensor replay FILE.etl` runs, alerts to no sink): every record
     of the file is read and its kind counted, those of the providers etwsensor knows are decoded."""
@@ -532,7 +602,7 @@ def main() -> None:
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
-        "what", choices=["decode", "replay", "evtx", "stateful", "memory", "etl"], help="what to measure"
+        "what", choices=["decode", "replay", "evtx", "stateful", "memory", "etl", "stages"], help="what"
     )
     ap.add_argument("--every", type=int, default=500_000, help="memory: events between two RSS samples")
     ap.add_argument("--rounds", type=int, default=100, help="evtx: copies of the test chunks in the file")
@@ -563,6 +633,8 @@ def main() -> None:
         result = bench_stateful(args.events or 1_000_000)
     elif args.what == "memory":
         result = bench_memory(args.events or 10_000_000, args.every)
+    elif args.what == "stages":
+        result = bench_stages(args.events or 200_000, args.repeat)
     elif args.what == "etl":
         result = bench_etl(args.etl, args.inputs or 1, args.repeat)
     else:
