@@ -95,7 +95,9 @@ def alert_id(rule_id: str, device_id: str, table: str, report_id: Any, timestamp
 def json_value(v: Any) -> Any:
     """Row values as JSON: datetimes ISO-8601 UTC with Z, everything else as is."""
     if isinstance(v, datetime):
-        return v.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        if v.tzinfo is not UTC:  # rows hold UTC already: converting is for the others (and naive ones)
+            v = v.astimezone(UTC)
+        return v.isoformat(timespec="microseconds").replace("+00:00", "Z")
     return v
 
 
