@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from pathlib import Path
 
 import pytest
@@ -43,9 +43,9 @@ def look_aheads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
     real = EtlReader.head_records
 
-    def counted(self: EtlReader, buffers: int) -> Iterator[object]:
+    def counted(self: EtlReader, buffers: int, only: Container[str] | None = None) -> Iterator[object]:
         calls.append(buffers)
-        return real(self, buffers)
+        return real(self, buffers, only)
 
     monkeypatch.setattr(EtlReader, "head_records", counted)
     return calls
