@@ -1,10 +1,11 @@
 """CPU ceiling (``--max-cpu``, ``[performance] max_cpu_percent``): shed the lowest-value events first.
 
 The process's share of one core is measured over a sliding window (CPU seconds / wall seconds). Above the
-ceiling one more *kind* of event is shed (dropped before the normalizer, counted); a level holds until a new
-window has been measured. Below it, a kind comes back only when the share it would add (the window's share
-scaled by the events of that kind shed in it) stays under ``recover_ratio`` of the ceiling for a whole
-window: the hysteresis that keeps the level from flapping.
+ceiling, kinds of events are shed (dropped before the normalizer, counted), lowest value first: as many as
+the window's events of each kind say are needed to get under it (at least one more); a level holds until
+a new span has been measured. Below it, a kind comes back only when the share it would add (the window's
+share scaled by the events of that kind shed in it) stays under ``recover_ratio`` of the ceiling for a
+whole window: the hysteresis that keeps the level from flapping.
 
 Value order (lowest first, ``SHED_KINDS``): file writes, file open/close bookkeeping, registry key opens
 and closes, file deletes and renames, registry changes, image loads, Win32k API audit events. Kinds whose
@@ -149,7 +150,9 @@ class CpuBudget:
         self._clock, self._cpu_clock = clock, cpu_clock
         self.send, self.host, self.source = send, host, source
         self.level = 0  # how many kinds of ``order`` are shed now
-        self.shedding: dict[tuple[str, str], str] = {}  # (provider, event) → kind, of the kinds shed now
+        self._index = {(provider, event): i for i, kind in enumerate(self.order)
+                       for provider, events in kind.events.items() for event in events}  # fmt: skip
+        self.offered = [0] * len(self.order)  # events of each kind since the start, shed or not
         self.shed: Counter[str] = Counter()  # per kind, since the start
         self.episode: Counter[str] = Counter()  # per kind, since shedding last started
         self.seen = 0  # events offered to admit()
@@ -159,8 +162,8 @@ class CpuBudget:
         self.transitions: list[dict[str, Any]] = []
         self.transitions_dropped = 0
         self._started = clock()
-        # wall, cpu, events seen, events shed, events shed of the kind shed last
-        self._samples: deque[tuple[float, float, int, int, int]] = deque()
+        # wall, cpu, events seen, events shed, events of each kind
+        self._samples: deque[tuple[float, float, int, int, tuple[int, ...]]] = deque()
         self._restart_window()
 
     # --- the per-event path -------------------------------------------------------------------------
@@ -169,42 +172,43 @@ class CpuBudget:
         self.seen += 1
         if not self.seen & self._mask:
             self.check()
-        shedding = self.shedding
-        if not shedding:
+        elif self.seen == 1:  # the stream starts: opening the inputs and loading are not its load
+            self._restart_window()
+        i = self._index.get((provider, name))
+        if i is None:
             return True
-        kind = shedding.get((provider, name))
-        if kind is None:
+        self.offered[i] += 1
+        if i >= self.level:
             return True
+        kind = self.order[i].name
         self.shed[kind] += 1
         self.episode[kind] += 1
         return False
 
     # --- decisions ---------------------------------------------------------------------------------
 
-    def _top_shed(self) -> int:
-        return self.shed[self.order[self.level - 1].name] if self.level else 0
-
     def _restart_window(self) -> None:
         self._samples.clear()
-        sample = (self._clock(), self._cpu_clock(), self.seen, self.shed.total(), self._top_shed())
+        sample = (self._clock(), self._cpu_clock(), self.seen, self.shed.total(), tuple(self.offered))
         self._samples.append(sample)
 
     def check(self) -> None:
-        """Measure the share over the window and move one level when it calls for it."""
+        """Measure the share over the window and move the level when it calls for it."""
         now, cpu = self._clock(), self._cpu_clock()
         samples = self._samples
-        samples.append((now, cpu, self.seen, self.shed.total(), self._top_shed()))
+        samples.append((now, cpu, self.seen, self.shed.total(), tuple(self.offered)))
         while len(samples) > 2 and samples[1][0] <= now - self.window:
             samples.popleft()  # keep one sample at or before the window's start
-        t0, c0, seen0, shed0, top0 = samples[0]
+        t0, c0, seen0, shed0, offered0 = samples[0]
         span = now - t0
         if span < self.min_span:
             return
         share = 100.0 * (cpu - c0) / span
         self.share = round(share, 1)
+        admitted = (self.seen - seen0) - (self.shed.total() - shed0)
         if share > self.max_percent:
             if self.level < len(self.order):
-                self._move(self.level + 1, share)
+                self._move(self._enough(share, admitted, offered0), share)
             elif not self.saturated:
                 self.saturated = True
                 self._note(share, "saturated")
@@ -215,23 +219,32 @@ class CpuBudget:
                 self._alert(CEILING_RULE, share, why)
             return
         if self.level and span >= self.window:
-            admitted = (self.seen - seen0) - (self.shed.total() - shed0)
-            back = self._top_shed() - top0  # the events the kind to restore would add
+            top = self.level - 1
+            back = self.offered[top] - offered0[top]  # the events the kind to restore would add (all shed)
             projected = share * (admitted + back) / admitted if admitted > 0 else share
             if projected < self.recover_ratio * self.max_percent:
                 self._move(self.level - 1, share)
+
+    def _enough(self, share: float, admitted: int, offered0: tuple[int, ...]) -> int:
+        """The lowest level whose kinds, shed, take the window's share under the ceiling (assuming every
+        admitted event cost the same; reading a shed event still costs, so a later window may add more).
+        When none does: up to the highest kind the window had events of (at least one level more); kinds
+        that sent nothing are not shed for an overload they did not cause."""
+        kept, busiest = admitted, self.level + 1
+        for i in range(self.level, len(self.order)):
+            events = self.offered[i] - offered0[i]
+            kept -= events
+            if events:
+                busiest = i + 1
+            if admitted > 0 and share * kept / admitted <= self.max_percent:
+                return i + 1
+        return busiest
 
     def _move(self, level: int, share: float) -> None:
         before = self.level
         self.level = level
         self.peak_level = max(self.peak_level, level)
         self.saturated = False
-        self.shedding = {
-            (provider, event): kind.name
-            for kind in self.order[:level]
-            for provider, events in kind.events.items()
-            for event in events
-        }
         self._note(share, "shed" if level > before else "restore")
         if before == 0 and level > 0:
             self.episode = Counter()
