@@ -79,7 +79,9 @@ def _feed(sim: SimulatedAdvapi32, records: list[LiveRecord]) -> None:
         name = PROVIDERS if manifest else KERNEL
         _wait(lambda name=name: name in sim.sessions)  # type: ignore[misc]
         sim.emit(name, live)
+    # A slice may hold records of one session only: the other may still be starting.
     for name in (KERNEL, PROVIDERS):
+        _wait(lambda name=name: name in sim.sessions)  # type: ignore[misc]
         assert sim.wait_drained(name)
 
 
