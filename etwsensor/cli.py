@@ -389,8 +389,9 @@ def replay_command(
 
     _check_inputs(files)
     _check_files_from(files_from)
-    _check_trusted_roots(trusted_roots)
     settings = _settings_or_exit(config)
+    trusted_roots = trusted_roots or settings.enrich.trusted_roots
+    _check_trusted_roots(trusted_roots)
     pinned = _parse_now(now)
     ruleset, rules_code = _load_rules(
         [*settings.rules.paths, *rules], settings.rules.builtin and not no_builtin, skip_bad_rules

@@ -94,6 +94,9 @@ class EnrichConfig(BaseModel):
     wait_ms: float = Field(default=10, ge=0, le=1000, description="longest wait of one event's rows")
     max_mb_per_second: float = Field(default=32, ge=0, description="read/hash rate limit (0: none)")
     max_file_size_mb: float = Field(default=64, gt=0, description="larger files: size only")
+    trusted_roots: Path | None = Field(
+        default=None, description="PEM file of roots signatures may also chain to (--trusted-roots wins)"
+    )
 
 
 class PerformanceConfig(BaseModel):

@@ -77,24 +77,29 @@ def collected_signatures(files_from: str, trusted_roots: Path | None = None) -> 
     return Signatures(trust, CatalogIndex([f for f in found if f is not None and f.is_dir()], trust))
 
 
-def host_signatures() -> Signatures:
-    """Live: the bundled roots and the machine's root store; on Windows the machine's catalogs."""
+def host_signatures(trusted_roots: Path | None = None) -> Signatures:
+    """Live: the bundled roots, the machine's root store and ``trusted_roots``; on Windows the
+    machine's catalogs."""
     from etwsensor.enrich.catalogs import CatalogIndex
     from etwsensor.enrich.trust import build_trust
 
-    trust = build_trust(machine=True)
+    trust = build_trust(trusted_roots, machine=True)
     root = os.environ.get("SYSTEMROOT", "")
     folders = [Path(root) / "System32" / "CatRoot"] if sys.platform == "win32" and root else []
     return Signatures(trust, CatalogIndex(folders, trust))
 
 
 def live_enricher(
-    wait_ms: float = 10, max_mb_per_second: float = 32, max_file_size_mb: float = 64, record: bool = False
+    wait_ms: float = 10,
+    max_mb_per_second: float = 32,
+    max_file_size_mb: float = 64,
+    record: bool = False,
+    trusted_roots: Path | None = None,
 ) -> tuple[Enricher, FactsWorker]:
     """The enricher of live tracing: this host's files, a budgeted worker thread (started here; close it
     at the end), rows waiting at most ``wait_ms`` for facts; ``record``: facts go into the recording."""
     budget = Budget(max_bytes_per_second=max_mb_per_second * 1024 * 1024,
                     max_file_size=int(max_file_size_mb * 1024 * 1024))  # fmt: skip
-    worker = FactsWorker(HostFiles(), budget, signatures=host_signatures())
+    worker = FactsWorker(HostFiles(), budget, signatures=host_signatures(trusted_roots))
     worker.start()
     return Enricher(worker, wait_seconds=wait_ms / 1000, record=record), worker

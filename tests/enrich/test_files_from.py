@@ -78,13 +78,40 @@ def test_the_collections_catalogs_sign_its_files(tmp_path: Path) -> None:
     worker = summary["enrich"]["inputs"][str(DEMO)]["worker"]
     assert worker["catalogs"]["catalogs"] == 1 and worker["catalogs"]["members"] == 1
     assert any("--trusted-roots" in s for s in worker["trusted_roots"])
+    # the same roots from the configuration file ([enrich] trusted_roots), as a service would have them
+    config = tmp_path / "etwsensor.toml"
+    config.write_text(f"[enrich]\ntrusted_roots = {json.dumps(str(signer.ca))}\n")
+    alerts = tmp_path / "c.ndjson"
+    result = runner.invoke(app, ["replay", str(DEMO), "--files-from", str(root), "--config", str(config),
+                                 "--sink", f"file:{alerts}", "--json-summary"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    worker = json.loads(result.stderr.strip().splitlines()[-1])["enrich"]["inputs"][str(DEMO)]["worker"]
+    assert any(str(signer.ca) in s for s in worker["trusted_roots"])
 
 
 def test_a_bad_trusted_roots_file_is_a_usage_error(tmp_path: Path) -> None:
     (tmp_path / "roots.pem").write_text("not a certificate\n")
-    for command in (["normalize", str(DEMO)], ["replay", str(DEMO)]):
+    for command in (["normalize", str(DEMO)], ["replay", str(DEMO)], ["trace"]):
         result = runner.invoke(app, [*command, "--trusted-roots", str(tmp_path / "roots.pem")])
         assert result.exit_code == 2 and "no PEM certificate" in result.output
+    config = tmp_path / "etwsensor.toml"  # from the configuration file: the same refusal, before any tracing
+    config.write_text(f"[enrich]\ntrusted_roots = {json.dumps(str(tmp_path / 'missing.pem'))}\n")
+    for command in (["replay", str(DEMO)], ["trace"]):
+        result = runner.invoke(app, [*command, "--config", str(config)])
+        assert result.exit_code == 2 and "missing.pem" in result.output, result.output
+
+
+def test_the_live_enricher_trusts_the_configured_roots(tmp_path: Path) -> None:
+    from etwsensor.enrich import live_enricher
+    from tests.enrich.signing import make_signer, need_tools
+
+    need_tools()
+    signer = make_signer(tmp_path / "ca")
+    _facts, worker = live_enricher(trusted_roots=signer.ca)
+    try:
+        assert any(str(signer.ca) in s for s in worker.stats()["trusted_roots"])
+    finally:
+        worker.close()
 
 
 def test_without_files_from_the_columns_stay_empty_and_the_summary_says_why(tmp_path: Path) -> None:

@@ -108,9 +108,12 @@ def trace_command(
     max_cpu: float | None = typer.Option(
         None, "--max-cpu", min=0.1, help="CPU ceiling, % of one core: above it low-value events are shed."
     ),
+    trusted_roots: Path | None = typer.Option(
+        None, "--trusted-roots", help="PEM file of extra roots signatures may chain to (config: [enrich])."
+    ),
 ) -> None:
     """Trace this Windows host live (administrator), or show the plan with --plan (any OS)."""
-    from etwsensor.cli import _load_rules, _settings_or_exit
+    from etwsensor.cli import _check_trusted_roots, _load_rules, _settings_or_exit
 
     if (as_json or logman) and not plan_only:
         _say("error: --json and --logman go with --plan")
@@ -119,6 +122,9 @@ def trace_command(
         _say("error: --session-prefix takes 1-64 letters, digits, '.', '_' or '-'")
         raise typer.Exit(2)
     settings = _settings_or_exit(config)
+    if trusted_roots is not None:
+        settings.enrich.trusted_roots = trusted_roots
+    _check_trusted_roots(settings.enrich.trusted_roots)
     ruleset, rules_code = _load_rules(
         [*settings.rules.paths, *rules], settings.rules.builtin and not no_builtin, skip_bad_rules
     )
@@ -278,7 +284,8 @@ def run_live(
 
         e = settings.enrich
         recording = record is not None
-        facts, facts_worker = live_enricher(e.wait_ms, e.max_mb_per_second, e.max_file_size_mb, recording)
+        facts, facts_worker = live_enricher(e.wait_ms, e.max_mb_per_second, e.max_file_size_mb, recording,
+                                            e.trusted_roots)  # fmt: skip
     gates = {} if options.export is not None else ruleset.row_gates()  # exporting: every row is built
     normalizer = Normalizer(header, device_map=settings.device_map, gates=gates, facts=facts)
     exporter = None
