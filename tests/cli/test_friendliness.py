@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.cli.terminal import on_a_terminal
+
 ROOT = Path(__file__).resolve().parents[2]
 ETL = ROOT / "tests" / "data" / "etl" / "perfview_net.4.5.2.x64.etl"
 
@@ -52,37 +54,13 @@ def test_a_bad_regex_is_one_clean_line(tmp_path: Path) -> None:
     assert "re2.cc" not in r.stderr and "absl" not in r.stderr and "b'missing" not in r.stdout
 
 
-def _stderr_on_a_terminal(*args: str) -> tuple[int, str, str]:
-    """Run etwsensor with stderr on a pseudo-terminal (stdout piped): what a user at a console sees."""
-    import os
-    import pty
-
-    master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "etwsensor", *args], stdout=subprocess.PIPE,
-                            stderr=slave, text=True)  # fmt: skip
-    os.close(slave)
-    seen = b""
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not chunk:
-            break
-        seen += chunk
-    out = proc.stdout.read() if proc.stdout else ""
-    code = proc.wait(120)
-    os.close(master)
-    return code, out, seen.decode("utf-8", "replace")
-
-
 def test_inspect_and_convert_show_progress_on_a_terminal_only(tmp_path: Path) -> None:
-    code, out, err = _stderr_on_a_terminal("inspect", str(ETL))
+    code, out, err = on_a_terminal("inspect", str(ETL))
     assert code == 0 and "reading:" in err and "events" in err
     assert "reading:" not in out  # the table on stdout stays clean
     piped = run("convert", str(ETL), "-o", str(tmp_path / "a.jsonl.zst"))
     assert piped.returncode == 0 and "converting:" not in piped.stderr
-    code, _out, err = _stderr_on_a_terminal("convert", str(ETL), "-o", str(tmp_path / "b.jsonl.zst"))
+    code, _out, err = on_a_terminal("convert", str(ETL), "-o", str(tmp_path / "b.jsonl.zst"))
     assert code == 0 and "converting:" in err
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import signal
 import subprocess
 import sys
@@ -17,36 +16,12 @@ from typer.testing import CliRunner
 
 from etwsensor import exitcodes
 from etwsensor.cli import app
+from tests.cli.terminal import on_a_terminal
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "demo.jsonl.zst"
 ETL = ROOT / "tests" / "data" / "etl" / "perfview_net.4.5.2.x64.etl"
 ALL_PROCESSES = "DeviceProcessEvents\n| where ProcessId >= 0\n"
-
-
-def on_a_terminal(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    """Run etwsensor with stderr on a pseudo-terminal (stdout piped): what a user at a console sees."""
-    import tempfile
-
-    master, slave = pty.openpty()
-    with tempfile.TemporaryFile("w+") as stdout:  # not a pipe: a long stdout must not block the read
-        proc = subprocess.Popen([sys.executable, "-m", "etwsensor", *args], stdout=stdout,
-                                stderr=slave, text=True, env={**os.environ, **(env or {})})  # fmt: skip
-        os.close(slave)
-        seen = b""
-        while True:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not chunk:
-                break
-            seen += chunk
-        code = proc.wait(300)
-        os.close(master)
-        stdout.seek(0)
-        out = stdout.read()
-    return code, out, seen.decode("utf-8", "replace")
 
 
 def piped(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
