@@ -242,9 +242,39 @@ def best_groups(groups: list[frozenset[Needle]]) -> list[frozenset[Needle]]:
     return best
 
 
+# Text that most rows of any Windows host contain: profile, temp and system folders, executable
+# suffixes, the Run-key path. A substring needle found inside one of them (``\\appdata\\``, ``user``,
+# ``.exe``) passes a large share of rows, however long it is, so a group with one is a poor first
+# filter. Lower-cased, as needles are.
+_COMMON_TEXT = (
+    "c:\\users\\",
+    "\\appdata\\local\\temp\\",
+    "\\appdata\\roaming\\",
+    "\\appdata\\locallow\\",
+    "\\downloads\\",
+    "\\documents\\",
+    "c:\\windows\\system32\\",
+    "c:\\windows\\syswow64\\",
+    "c:\\windows\\winsxs\\",
+    "c:\\program files\\",
+    "c:\\program files (x86)\\",
+    "c:\\programdata\\",
+    "\\software\\microsoft\\windows\\currentversion\\",
+    ".exe",
+    ".dll",
+)
+
+
+def _is_common(needle: str, exact: bool) -> bool:
+    return not exact and any(needle in text for text in _COMMON_TEXT)
+
+
 def _is_weak(ns: frozenset[Needle]) -> bool:
-    """A group most rows satisfy: on a few-valued column, or with a short ASCII substring."""
-    return any(c in _LOW_SELECTIVITY or (not e and len(n) < 3 and n.isascii()) for c, n, e in ns)
+    """A group most rows satisfy: on a few-valued column, with a short ASCII substring, or with a
+    substring of text most rows contain."""
+    return any(
+        c in _LOW_SELECTIVITY or (not e and len(n) < 3 and n.isascii()) or _is_common(n, e) for c, n, e in ns
+    )
 
 
 def _score(ns: frozenset[Needle]) -> float:
@@ -258,9 +288,8 @@ def _score(ns: frozenset[Needle]) -> float:
 
 
 def _weaker(current: frozenset[Needle], candidate: frozenset[Needle]) -> bool:
-    """Prefer the needle set that is rarer: fewer and longer needles."""
-
-    return _score(candidate) < _score(current)
+    """Prefer the needle set that is rarer: not weak, then fewer and longer needles."""
+    return (_is_weak(candidate), _score(candidate)) < (_is_weak(current), _score(current))
 
 
 def _string_col_const(left: ir.Expr, right: ir.Expr, scope: Scope) -> str | None:

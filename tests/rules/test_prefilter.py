@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -108,3 +109,26 @@ def test_a_gate_that_says_no_means_no_match(
     base = {k: v for k, v in row.items() if k.startswith("InitiatingProcess")}
     if not gate.might_match(own, base):
         assert _brute_force(rs, table, row) == []
+
+
+def test_text_every_host_has_is_not_the_first_filter(tmp_path: Path) -> None:
+    """A long needle that most rows contain (a temp folder) loses the first place to a rarer one;
+    the rule still matches what it matched."""
+    (tmp_path / "r.kql").write_text(
+        "DeviceProcessEvents | where ProcessCommandLine contains @'\\AppData\\Local\\Temp\\'"
+        " and ProcessCommandLine contains 'control_rundll' and FolderPath endswith @'\\rundll32.exe'"
+    )
+    rs, failures = RuleSet.load([tmp_path], builtin=False, use_cache=False)
+    assert failures == []
+    plan = rs.rules[0].plan
+    assert plan is not None
+    first, *others = plan.branches[0].needle_groups
+    assert first == frozenset({("ProcessCommandLine", "control_rundll", False)})
+    assert frozenset({("ProcessCommandLine", "\\appdata\\local\\temp\\", False)}) in others
+    row = {
+        "ProcessCommandLine": r"rundll32.exe shell32.dll,Control_RunDLL C:\Users\a\AppData\Local\Temp\x.cpl",
+        "FolderPath": r"C:\Windows\System32\rundll32.exe",
+    }
+    assert [m.rule.id for m in rs.evaluate("DeviceProcessEvents", row, None)] == ["r"]
+    row["ProcessCommandLine"] = r"rundll32.exe C:\Users\a\AppData\Local\Temp\x.dll,Main"
+    assert rs.evaluate("DeviceProcessEvents", row, None) == []
