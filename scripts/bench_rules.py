@@ -36,7 +36,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from etwsensor.rules import RuleSet, ruleset
+from etwsensor.rules import RuleSet
+from etwsensor.rules import dispatch as prefilter_dispatch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from unique_rows import unique_rows  # a sibling script, not a package
@@ -256,15 +257,15 @@ def run(corpus: Path = DEFAULT_CORPUS, n_rows: int = 20000) -> dict[str, Any]:
             result["corpus_failed"] = len(failures)
             result["corpus_rows_per_s"], result["corpus_matches"] = rows_per_second(warm, rows)
             # The worst case: as if every column value were new (the prefilter's memo never hits).
-            memo_max_len = ruleset._MEMO_MAX_LEN
-            ruleset._MEMO_MAX_LEN = -1
+            memo_max_len = prefilter_dispatch._MEMO_MAX_LEN
+            prefilter_dispatch._MEMO_MAX_LEN = -1
             for dispatch in warm._dispatch.values():
                 for index in dispatch.columns:
                     index.memo.clear()
             try:
                 result["corpus_rows_per_s_no_memo"], _ = rows_per_second(warm, rows)
             finally:
-                ruleset._MEMO_MAX_LEN = memo_max_len
+                prefilter_dispatch._MEMO_MAX_LEN = memo_max_len
             result["corpus_eval_errors"] = sum(warm.errors.values())
             del cold
     return result

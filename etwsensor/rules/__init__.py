@@ -5,7 +5,8 @@ returns the :class:`Match` es of one row; ``ruleset.tables_read`` says which tab
 the loaded rules need.
 """
 
+from etwsensor.rules.dispatch import RowGate
 from etwsensor.rules.errors import RuleFailure
-from etwsensor.rules.ruleset import Match, RowGate, Rule, RuleSet
+from etwsensor.rules.ruleset import Match, Rule, RuleSet
 
 __all__ = ["Match", "RowGate", "Rule", "RuleFailure", "RuleSet"]

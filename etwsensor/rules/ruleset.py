@@ -20,27 +20,25 @@ import hashlib
 import os
 import pickle
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import msgspec
-import re2
 
 from etwsensor.cachedir import cache_root, write_atomically
 from etwsensor.progress import counting
+from etwsensor.rules.dispatch import RowGate, TableDispatch
 from etwsensor.rules.errors import CompileError, RuleFailure
 from etwsensor.rules.frontend import DUCKDB_KQL_VERSION, FrontEndError, locate, parse
 from etwsensor.rules.irnorm import rebalance
 from etwsensor.rules.kql_subset import parse_where_query
 from etwsensor.rules.kqlir import ir
-from etwsensor.rules.multimatch import needle_search, regex_set
 from etwsensor.rules.plan import Branch, Clock, Plan
 from etwsensor.rules.query import QueryCompiler
-from etwsensor.rules.scalars import as_text, regex_tester
 from etwsensor.rules.sigma_correlation import Correlation, CorrelationError, is_correlation
 from etwsensor.rules.sigma_correlation import parse as parse_correlation
 from etwsensor.rules.sigma_correlation import to_kql as correlation_kql
@@ -616,343 +614,6 @@ def builtin_dir() -> Path:
 # --- the rule set ---------------------------------------------------------------------------------
 
 
-# Up to this many substring needles per table are tested with ``in`` (about 60 ns each); more
-# go through one RE2 set search (about 2 us a call from Python, whatever the number of needles).
-_SMALL_NEEDLE_SET = 16
-
-
-def _set_search(needles: list[str]) -> Any:
-    """Literal needles: returns a function text -> indexes of the needles found (an RE2 set, or an
-    Aho-Corasick automaton for lists RE2 cannot hold)."""
-    return needle_search(needles)
-
-
-GroupCheck = Callable[[dict[str, Any], dict[str, str]], bool]
-
-
-def _lowered(row: dict[str, Any], column: str, cache: dict[str, str]) -> str:
-    text = cache.get(column)
-    if text is None:
-        value = row.get(column)
-        text = "" if not value else (value if type(value) is str else as_text(value)).lower()
-        cache[column] = text
-    return text
-
-
-def _group_check(group: frozenset[tuple[str, str, bool]]) -> GroupCheck:
-    """A test that one needle of ``group`` holds in a row (lower-cased texts cached per row)."""
-    exact: dict[str, set[str]] = {}
-    substr: dict[str, list[str]] = {}
-    for column, needle, is_exact in group:
-        if is_exact:
-            exact.setdefault(column, set()).add(needle)
-        else:
-            substr.setdefault(column, []).append(needle)
-    exact_items = tuple((c, frozenset(v)) for c, v in sorted(exact.items()))
-    substr_items = tuple(
-        (
-            c,
-            tuple(ns),
-            regex_tester("|".join(re2.escape(n) for n in ns)) if len(ns) > _SMALL_NEEDLE_SET else None,
-        )
-        for c, ns in sorted(substr.items())
-    )
-
-    def check(row: dict[str, Any], cache: dict[str, str]) -> bool:
-        for column, values in exact_items:
-            if _lowered(row, column, cache) in values:
-                return True
-        for column, needles, tester in substr_items:
-            text = _lowered(row, column, cache)
-            if not text:
-                continue
-            if tester is not None:
-                if tester(text):
-                    return True
-                continue
-            for needle in needles:
-                if needle in text:
-                    return True
-        return False
-
-    columns = {column for column, _n, _e in group}
-    if len(columns) != 1:
-        return check
-    # One column (the usual case): the answer depends on its value alone, so remember it like
-    # the table prefilter does (same bounds).
-    (column,) = columns
-    memo: dict[str, bool] = {}
-
-    def check_one_column(row: dict[str, Any], cache: dict[str, str]) -> bool:
-        value = row.get(column)
-        if type(value) is not str or len(value) > _MEMO_MAX_LEN:
-            return check(row, cache)
-        hit = memo.get(value)
-        if hit is None:
-            hit = check(row, cache)
-            if len(memo) >= _MEMO_ENTRIES:
-                memo.clear()
-            memo[value] = hit
-        return hit
-
-    return check_one_column
-
-
-# Per column, the prefilter's answer for a value is remembered: the Initiating* columns of a
-# process's events, DLL paths, registry keys and most file names recur row after row, so most rows
-# cost one dict lookup per needle column. Bounded (at most _MEMO_ENTRIES values of at most
-# _MEMO_MAX_LEN characters per column; typically well under 1 MB a column): longer values, mostly
-# unique command lines, are not remembered, and a full memo is emptied.
-_MEMO_MAX_LEN = 512
-_MEMO_ENTRIES = 4096
-_NO_IDS: tuple[int, ...] = ()
-
-
-# Branches made of regexes only run when an RE2 set over their patterns finds one (off: A/B runs).
-_REGEX_GATE = True
-
-
-class _RegexSet(NamedTuple):
-    """The patterns of the regex-gated branches that test one column."""
-
-    column: str
-    match: Callable[[bytes], list[int]]  # UTF-8 text -> indexes of the patterns found in it
-    ids: tuple[tuple[int, ...], ...]  # per pattern: positions of its branches in ``always``
-    every: frozenset[int]  # all of them (a value the set cannot read)
-
-
-class _ColumnIndex:
-    """The first-group needles of one column and what its recent values selected."""
-
-    __slots__ = ("column", "exact", "memo", "searched", "small")
-
-    def __init__(
-        self, column: str, exact: dict[str, list[int]], small: dict[str, list[int]], searched: bool
-    ) -> None:
-        self.column = column
-        self.searched = searched  # its substring needles are in the table's RE2 set
-        self.exact = {n: tuple(ids) for n, ids in exact.items()}
-        # Substring needles tested with ``in`` (tables with few); the others go to the table's set.
-        self.small = tuple((n, tuple(ids)) for n, ids in sorted(small.items()))
-        self.memo: dict[str, tuple[int, ...]] = {}
-
-
-class _TableDispatch:
-    """The branches reading one table, with an exact literal prefilter in front of most of them.
-
-    A branch's needle groups (see ``Branch.needle_groups``) are necessary conditions. The first,
-    most selective group is indexed for the whole table: equality needles by a dict lookup per
-    column on the lower-cased value, substring needles by ``in`` when there are few, else by one
-    RE2 set search over the needle columns joined by NUL (a hit is then checked against its
-    column). What a column's value selected is remembered (``_MEMO_ENTRIES``), so only the
-    columns with new values are searched. Only the branches the first group selects have their
-    other groups checked, and only those passing every group run. Branches without needles
-    always run, unless they have a regex group (``Branch.regex_group``: rules made of regexes
-    without a certain literal): those run only when one RE2 set search per column, over the
-    patterns of all such branches, finds one of theirs. Nothing here can drop a match
-    (tests/rules/test_prefilter.py).
-    """
-
-    def __init__(self, entries: list[tuple[Rule, Branch]], prefilter: bool = True) -> None:
-        self.always: list[tuple[Rule, Branch]] = []
-        self.filtered: list[tuple[Rule, Branch]] = []
-        self.more: list[tuple[GroupCheck, ...]] = []  # per filtered branch: its other groups
-        exact: dict[str, dict[str, list[int]]] = {}
-        substr: dict[str, dict[str, list[int]]] = {}
-        for rule, branch in entries:
-            if not branch.needle_groups or not prefilter:
-                self.always.append((rule, branch))
-                continue
-            idx = len(self.filtered)
-            self.filtered.append((rule, branch))
-            first, *others = branch.needle_groups
-            self.more.append(tuple(_group_check(g) for g in others))
-            for column, needle, is_exact in sorted(first):
-                by_needle = (exact if is_exact else substr).setdefault(column, {})
-                by_needle.setdefault(needle, []).append(idx)
-        names = sorted(exact.keys() | substr.keys())
-        few = sum(len(m) for m in substr.values()) <= _SMALL_NEEDLE_SET
-        self.columns = tuple(
-            _ColumnIndex(c, exact.get(c, {}), substr.get(c, {}) if few else {}, not few and c in substr)
-            for c in names
-        )
-        self.search: Any = None
-        self.search_needles: tuple[str, ...] = ()
-        # Per needle of the set: (position in self.columns, branches) for each column it is for.
-        self.search_where: tuple[tuple[tuple[int, tuple[int, ...]], ...], ...] = ()
-        if not few:
-            where: dict[str, list[tuple[int, tuple[int, ...]]]] = {}
-            for pos, c in enumerate(names):
-                for n, ids in sorted(substr.get(c, {}).items()):
-                    where.setdefault(n, []).append((pos, tuple(ids)))
-            needles = sorted(where)
-            self.search = _set_search(needles)
-            self.search_needles = tuple(needles)
-            self.search_where = tuple(tuple(where[n]) for n in needles)
-        self.regex_gated: frozenset[int] = frozenset()  # positions in self.always
-        self.regex_sets: tuple[_RegexSet, ...] = ()
-        if _REGEX_GATE and prefilter:
-            self._build_regex_sets()
-
-    def _build_regex_sets(self) -> None:
-        by_column: dict[str, dict[str, list[int]]] = {}
-        for pos, (_rule, branch) in enumerate(self.always):
-            for column, pattern in sorted(branch.regex_group):
-                by_column.setdefault(column, {}).setdefault(pattern, []).append(pos)
-        sets: list[_RegexSet] = []
-        gated: set[int] = set()
-        for column, patterns in sorted(by_column.items()):
-            ordered = sorted(patterns)
-            try:
-                match = regex_set(ordered)
-            except (re2.error, RuntimeError, MemoryError):  # the branches keep running on every row
-                continue
-            ids = tuple(tuple(patterns[p]) for p in ordered)
-            sets.append(_RegexSet(column, match, ids, frozenset(i for p in ids for i in p)))
-            gated.update(i for p in ids for i in p)
-        # A branch is gated only if every column of its group has a set: else it always runs.
-        complete = {
-            pos
-            for pos in gated
-            if {c for c, _p in self.always[pos][1].regex_group} <= {s.column for s in sets}
-        }
-        self.regex_gated = frozenset(complete)
-        self.regex_sets = tuple(sets)
-
-    def _always(self, row: dict[str, Any]) -> list[tuple[Rule, Branch]]:
-        """The branches without needles that may match ``row``: the regex-gated ones only when
-        one of their patterns matches (a value that is not text, or not UTF-8: maybe)."""
-        selected: set[int] = set()
-        for rs in self.regex_sets:
-            value = row.get(rs.column, "")
-            if type(value) is str:
-                try:
-                    found = rs.match(value.encode("utf-8"))
-                except UnicodeEncodeError:
-                    selected |= rs.every
-                    continue
-                for h in found:
-                    selected.update(rs.ids[h])
-            else:
-                selected |= rs.every
-        gated = self.regex_gated
-        return [e for i, e in enumerate(self.always) if i not in gated or i in selected]
-
-    def _select(self, missed: list[tuple[int, Any]], cache: dict[str, str]) -> set[int]:
-        """The branches selected by the columns whose values were not remembered; remembers them."""
-        columns = self.columns
-        texts: dict[int, str] = {}
-        searched: list[str] = []
-        found: dict[int, set[int]] = {}  # column position -> branches (only columns with a hit)
-        for pos, value in missed:
-            index = columns[pos]
-            text = cache.get(index.column)
-            if text is None:
-                text = (value if type(value) is str else as_text(value)).lower()
-                cache[index.column] = text
-            if not text:
-                continue
-            texts[pos] = text
-            ids = index.exact.get(text)
-            if ids:
-                found.setdefault(pos, set()).update(ids)
-            for needle, ids in index.small:
-                if needle in text:
-                    found.setdefault(pos, set()).update(ids)
-            if index.searched:
-                searched.append(text)
-        if searched:
-            search_needles, search_where = self.search_needles, self.search_where
-            for h in self.search("\0".join(searched)):
-                needle = search_needles[h]
-                for pos, ids in search_where[h]:
-                    text = texts.get(pos)
-                    if text and needle in text:
-                        found.setdefault(pos, set()).update(ids)
-        for pos, value in missed:
-            if type(value) is str and len(value) <= _MEMO_MAX_LEN:
-                memo = columns[pos].memo
-                if len(memo) >= _MEMO_ENTRIES:
-                    memo.clear()
-                hit = found.get(pos)
-                memo[value] = tuple(sorted(hit)) if hit else _NO_IDS
-        if not found:
-            return set()
-        return set().union(*found.values())
-
-    def _first_group(
-        self, row: dict[str, Any], base: dict[str, Any] | None, cache: dict[str, str]
-    ) -> set[int] | None:
-        """The branches whose first needle group ``row`` hits (a column missing from ``row`` is
-        looked up in ``base``); None for none. Most rows hit nothing and allocate nothing."""
-        hit: set[int] | None = None
-        missed: list[tuple[int, Any]] | None = None
-        for pos, index in enumerate(self.columns):
-            column = index.column
-            value = row.get(column)
-            if value is None and base is not None:
-                value = base.get(column)
-            if not value:
-                continue
-            ids = index.memo.get(value) if type(value) is str else None
-            if ids is None:
-                if missed is None:
-                    missed = []
-                missed.append((pos, value))
-            elif ids:
-                if hit is None:
-                    hit = set()
-                hit.update(ids)
-        if missed is not None:
-            selected = self._select(missed, cache)
-            if selected:
-                hit = selected if hit is None else hit | selected
-        return hit
-
-    def selects_any(self, own: dict[str, Any], base: dict[str, Any] | None) -> bool:
-        """Whether any branch could match a row whose prefilter columns are in ``own``, else in
-        ``base`` (see ``RowGate``). Only the first needle group is consulted: a hit means "maybe"."""
-        return bool(self.always) or self._first_group(own, base, {}) is not None
-
-    def candidates(
-        self, row: dict[str, Any], cache: dict[str, str] | None = None
-    ) -> list[tuple[Rule, Branch]]:
-        """The branches that may match ``row``; ``cache`` holds its lower-cased column texts."""
-        if cache is None:
-            cache = {}
-        hit = self._first_group(row, None, cache)
-        always = self._always(row) if self.regex_gated else self.always
-        if not hit:
-            return always
-        more, filtered = self.more, self.filtered
-        chosen = list(always)
-        for i in sorted(hit):
-            for check in more[i]:
-                if not check(row, cache):
-                    break
-            else:
-                chosen.append(filtered[i])
-        return chosen
-
-
-class RowGate:
-    """Whether a row of one table can match any loaded rule, decided on the table's prefilter
-    columns alone, so that the normalizer can ask before it builds the rest of a row and skip the
-    rows no rule can match (most image loads). Conservative: "maybe" whenever a first needle
-    group is hit; ``RuleSet.row_gates`` gives none for tables where every row must be evaluated.
-    """
-
-    __slots__ = ("_dispatch", "columns")
-
-    def __init__(self, columns: frozenset[str], dispatch: _TableDispatch | None) -> None:
-        self.columns = columns  # the row must supply these for the answer to hold
-        self._dispatch = dispatch  # None: no rule reads the table
-
-    def might_match(self, own: dict[str, Any], base: dict[str, Any] | None = None) -> bool:
-        """``own``: the row's own columns; ``base``: the columns it would copy (InitiatingProcess*)."""
-        return self._dispatch is not None and self._dispatch.selects_any(own, base)
-
-
 class RuleSet:
     """Loaded rules dispatched by table. ``evaluate`` is the per-row hot path."""
 
@@ -967,7 +628,7 @@ class RuleSet:
             assert rule.plan is not None
             for branch in rule.plan.branches:
                 by_table[branch.table].append((rule, branch))
-        self._dispatch = {t: _TableDispatch(entries, prefilter) for t, entries in by_table.items() if entries}
+        self._dispatch = {t: TableDispatch(entries, prefilter) for t, entries in by_table.items() if entries}
         self._stateful = [(r, r.plan.stateful) for r in rules if r.plan is not None and r.plan.stateful]
         self._last_now: datetime | None = None
         self._deadline: datetime | None = None  # the earliest watermark at which a window closes

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from etwsensor.rules import RuleSet
-from etwsensor.rules import ruleset as ruleset_module
+from etwsensor.rules import dispatch as dispatch_module
 from etwsensor.rules.scalars import AFFIX_INDEX_MIN, prefix_tester, suffix_tester
 
 # Few characters, backslashes among them, so that suffixes, path segments and lengths collide.
@@ -113,7 +113,7 @@ def test_memo_gives_the_same_matches_on_repeats(rules: RuleSet) -> None:
 
 
 def test_memo_emptied_when_full(rules: RuleSet, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ruleset_module, "_MEMO_ENTRIES", 3)
+    monkeypatch.setattr(dispatch_module, "_MEMO_ENTRIES", 3)
     rows = _rows()
     for r in rows + rows:
         assert _matches(rules, r) == _brute_force(rules, r)
@@ -122,7 +122,7 @@ def test_memo_emptied_when_full(rules: RuleSet, monkeypatch: pytest.MonkeyPatch)
 
 
 def test_non_string_and_long_values_are_not_remembered(rules: RuleSet) -> None:
-    long_path = "C:\\" + "a\\" * ruleset_module._MEMO_MAX_LEN + "lib3.dll"
+    long_path = "C:\\" + "a\\" * dispatch_module._MEMO_MAX_LEN + "lib3.dll"
     row = {"FolderPath": long_path, "InitiatingProcessFolderPath": "C:\\Temp\\x.exe"}
     assert _matches(rules, row) == _brute_force(rules, row) == [("many", long_path)]
     assert all(long_path not in index.memo for d in rules._dispatch.values() for index in d.columns)
