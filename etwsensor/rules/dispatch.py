@@ -130,16 +130,29 @@ class _RegexSet(NamedTuple):
 class _ColumnIndex:
     """The first-group needles of one column and what its recent values selected."""
 
-    __slots__ = ("column", "exact", "memo", "searched", "small")
+    __slots__ = ("column", "direct", "exact", "memo", "searched", "small", "whole", "width")
 
     def __init__(
-        self, column: str, exact: dict[str, list[int]], small: dict[str, list[int]], searched: bool
+        self,
+        column: str,
+        exact: dict[str, list[int]],
+        substr: dict[str, list[int]],
+        small: bool,
+        searched: bool,
     ) -> None:
         self.column = column
         self.searched = searched  # its substring needles are in the table's RE2 set
         self.exact = {n: tuple(ids) for n, ids in exact.items()}
         # Substring needles tested with ``in`` (tables with few); the others go to the table's set.
-        self.small = tuple((n, tuple(ids)) for n, ids in sorted(small.items()))
+        self.small = tuple((n, tuple(ids)) for n, ids in sorted(substr.items())) if small else ()
+        # Substring needles all of one length (hashes: Sigma's ``Hashes|contains``): a text of that
+        # length contains one only if it equals it, and a shorter text none, so a dict lookup
+        # decides; only longer texts are searched.
+        lengths = {len(n) for n in substr}
+        self.width = lengths.pop() if len(lengths) == 1 else 0
+        self.whole = {n: tuple(ids) for n, ids in substr.items()} if self.width else {}
+        # Decided by dict lookups on the lower-cased text, which cost what a memo lookup does.
+        self.direct = not substr or self.width > 0
         self.memo: dict[str, tuple[int, ...]] = {}
 
 
@@ -179,9 +192,10 @@ class TableDispatch:
         names = sorted(exact.keys() | substr.keys())
         few = sum(len(m) for m in substr.values()) <= _SMALL_NEEDLE_SET
         self.columns = tuple(
-            _ColumnIndex(c, exact.get(c, {}), substr.get(c, {}) if few else {}, not few and c in substr)
-            for c in names
+            _ColumnIndex(c, exact.get(c, {}), substr.get(c, {}), few, not few and c in substr) for c in names
         )
+        self.remembered = tuple((pos, c) for pos, c in enumerate(self.columns) if not c.direct)
+        self.direct = tuple((pos, c) for pos, c in enumerate(self.columns) if c.direct)
         self.search: Any = None
         self.search_needles: tuple[str, ...] = ()
         # Per needle of the set: (position in self.columns, branches) for each column it is for.
@@ -276,7 +290,7 @@ class TableDispatch:
                     if text and needle in text:
                         found.setdefault(pos, set()).update(ids)
         for pos, value in missed:
-            if type(value) is str and len(value) <= _MEMO_MAX_LEN:
+            if type(value) is str and len(value) <= _MEMO_MAX_LEN and not columns[pos].direct:
                 memo = columns[pos].memo
                 if len(memo) >= _MEMO_ENTRIES:
                     memo.clear()
@@ -293,7 +307,7 @@ class TableDispatch:
         looked up in ``base``); None for none. Most rows hit nothing and allocate nothing."""
         hit: set[int] | None = None
         missed: list[tuple[int, Any]] | None = None
-        for pos, index in enumerate(self.columns):
+        for pos, index in self.remembered:
             column = index.column
             value = row.get(column)
             if value is None and base is not None:
@@ -306,6 +320,32 @@ class TableDispatch:
                     missed = []
                 missed.append((pos, value))
             elif ids:
+                if hit is None:
+                    hit = set()
+                hit.update(ids)
+        for pos, index in self.direct:
+            column = index.column
+            value = row.get(column)
+            if value is None and base is not None:
+                value = base.get(column)
+            if not value:
+                continue
+            text = cache.get(column)
+            if text is None:
+                text = (value if type(value) is str else as_text(value)).lower()
+                cache[column] = text
+            ids = index.exact.get(text)
+            width = index.width
+            if width and len(text) >= width:
+                if len(text) > width:  # may hold a needle anywhere: searched like the others
+                    if missed is None:
+                        missed = []
+                    missed.append((pos, value))
+                elif ids:
+                    ids = ids + index.whole.get(text, _NO_IDS)
+                else:
+                    ids = index.whole.get(text)
+            if ids:
                 if hit is None:
                     hit = set()
                 hit.update(ids)

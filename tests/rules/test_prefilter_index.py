@@ -126,3 +126,49 @@ def test_non_string_and_long_values_are_not_remembered(rules: RuleSet) -> None:
     row = {"FolderPath": long_path, "InitiatingProcessFolderPath": "C:\\Temp\\x.exe"}
     assert _matches(rules, row) == _brute_force(rules, row) == [("many", long_path)]
     assert all(long_path not in index.memo for d in rules._dispatch.values() for index in d.columns)
+
+
+# Sigma's hash IOCs become ``contains`` of whole digests: one needle length per column.
+_MD5S = [f"{i:032x}" for i in range(1, 40)]
+_SHA1 = "da39a3ee5e6b4b0d3255bfef95601890afd80709"
+
+
+@pytest.fixture()
+def hash_rules(tmp_path: Path) -> RuleSet:
+    md5s = ", ".join(f'"{h}"' for h in _MD5S)
+    (tmp_path / "md5.kql").write_text(f"DeviceImageLoadEvents\n| where MD5 has_any ({md5s})\n| project MD5\n")
+    (tmp_path / "sha1.kql").write_text(
+        f'DeviceImageLoadEvents\n| where SHA1 contains "{_SHA1.upper()}" or SHA1 =~ "abc"\n| project SHA1\n'
+    )
+    (tmp_path / "mixed.kql").write_text(  # two needle lengths: searched as before
+        'DeviceImageLoadEvents\n| where SHA256 contains "abcd" or SHA256 contains "abcdef"\n| project SHA256\n'
+    )
+    rs, failures = RuleSet.load([tmp_path], builtin=False, use_cache=False)
+    assert not failures
+    columns = {c.column: c for c in rs._dispatch["DeviceImageLoadEvents"].columns}
+    assert columns["MD5"].width == 32 and columns["SHA1"].width == 40 and columns["SHA256"].width == 0
+    return rs
+
+
+@pytest.mark.parametrize(
+    "row, expected",
+    [
+        ({"MD5": _MD5S[4].upper()}, ["md5"]),  # the whole value: a dict lookup
+        ({"MD5": "MD5=" + _MD5S[4] + ",SHA1=x"}, ["md5"]),  # longer: searched
+        ({"MD5": _MD5S[4][:-1]}, []),  # shorter: cannot hold a needle
+        ({"MD5": "f" * 32}, []),
+        ({"SHA1": _SHA1}, ["sha1"]),
+        ({"SHA1": "ABC"}, ["sha1"]),  # the equality needle of the same column still holds
+        ({"SHA1": _SHA1[1:] + "0"}, []),
+        ({"SHA256": "xxabcdxx"}, ["mixed"]),
+        ({"MD5": _MD5S[0], "SHA1": "SHA1=" + _SHA1}, ["md5", "sha1"]),
+    ],
+)
+def test_digest_columns_are_decided_by_length(
+    hash_rules: RuleSet, row: dict[str, str], expected: list[str]
+) -> None:
+    got = sorted(m.rule.id for m in hash_rules.evaluate("DeviceImageLoadEvents", row, None))
+    plain = RuleSet(hash_rules.rules, hash_rules.clock, prefilter=False)
+    assert got == sorted(m.rule.id for m in plain.evaluate("DeviceImageLoadEvents", row, None)) == expected
+    gate = hash_rules.row_gates()["DeviceImageLoadEvents"]
+    assert gate.might_match(row) or not expected
