@@ -111,6 +111,8 @@ def _group_check(group: frozenset[tuple[str, str, bool]]) -> GroupCheck:
 # unique command lines, are not remembered, and a full memo is emptied.
 _MEMO_MAX_LEN = 512
 _MEMO_ENTRIES = 4096
+_MEMO_RETRY_ROWS = 16 * _MEMO_ENTRIES
+_NEVER = 1 << 62
 _NO_IDS: tuple[int, ...] = ()
 
 
@@ -130,7 +132,19 @@ class _RegexSet(NamedTuple):
 class _ColumnIndex:
     """The first-group needles of one column and what its recent values selected."""
 
-    __slots__ = ("column", "direct", "exact", "memo", "searched", "small", "whole", "width")
+    __slots__ = (
+        "column",
+        "direct",
+        "exact",
+        "memo",
+        "remember",
+        "retry",
+        "searched",
+        "since",
+        "small",
+        "whole",
+        "width",
+    )
 
     def __init__(
         self,
@@ -154,6 +168,12 @@ class _ColumnIndex:
         # Decided by dict lookups on the lower-cased text, which cost what a memo lookup does.
         self.direct = not substr or self.width > 0
         self.memo: dict[str, tuple[int, ...]] = {}
+        # Whether values are remembered now: not for direct columns, and not for a while after the
+        # memo filled up with as many values as there were rows (every value new: command lines,
+        # paths of a busy host), where remembering costs a lookup and a write per row for nothing.
+        self.remember = not self.direct
+        self.since = 0  # the table's row count when the memo was last emptied
+        self.retry = 0  # the row count at which a column that stopped remembering starts again
 
 
 class TableDispatch:
@@ -194,8 +214,12 @@ class TableDispatch:
         self.columns = tuple(
             _ColumnIndex(c, exact.get(c, {}), substr.get(c, {}), few, not few and c in substr) for c in names
         )
-        self.remembered = tuple((pos, c) for pos, c in enumerate(self.columns) if not c.direct)
         self.direct = tuple((pos, c) for pos, c in enumerate(self.columns) if c.direct)
+        self.remembered: tuple[tuple[int, _ColumnIndex], ...] = ()
+        self.unremembered: tuple[tuple[int, _ColumnIndex], ...] = ()
+        self._sort_columns()
+        self.rows = 0  # rows looked up so far: what the memos' usefulness is measured against
+        self._retry_at = _NEVER
         self.search: Any = None
         self.search_needles: tuple[str, ...] = ()
         # Per needle of the set: (position in self.columns, branches) for each column it is for.
@@ -290,15 +314,46 @@ class TableDispatch:
                     if text and needle in text:
                         found.setdefault(pos, set()).update(ids)
         for pos, value in missed:
-            if type(value) is str and len(value) <= _MEMO_MAX_LEN and not columns[pos].direct:
-                memo = columns[pos].memo
+            index = columns[pos]
+            if index.remember and type(value) is str and len(value) <= _MEMO_MAX_LEN:
+                memo = index.memo
                 if len(memo) >= _MEMO_ENTRIES:
-                    memo.clear()
+                    self._memo_full(index)
+                    if not index.remember:
+                        continue
                 hit = found.get(pos)
                 memo[value] = tuple(sorted(hit)) if hit else _NO_IDS
         if not found:
             return set()
         return set().union(*found.values())
+
+    def _memo_full(self, index: _ColumnIndex) -> None:
+        """Empties a full memo; stops remembering the column for a while if nearly every row of
+        the last fill brought a new value."""
+        if self.rows - index.since <= _MEMO_ENTRIES + _MEMO_ENTRIES // 8:
+            index.remember = False
+            index.retry = self.rows + _MEMO_RETRY_ROWS
+            self._retry_at = min(self._retry_at, index.retry)
+            self._sort_columns()
+        index.memo.clear()
+        index.since = self.rows
+
+    def _retry_memos(self) -> None:
+        """Columns that stopped remembering start again (their values may repeat by now)."""
+        for index in self.columns:
+            if not index.direct and not index.remember and index.retry <= self.rows:
+                index.remember = True
+                index.since = self.rows
+        self._retry_at = min(
+            (c.retry for c in self.columns if not c.direct and not c.remember), default=_NEVER
+        )
+        self._sort_columns()
+
+    def _sort_columns(self) -> None:
+        self.remembered = tuple((pos, c) for pos, c in enumerate(self.columns) if c.remember)
+        self.unremembered = tuple(
+            (pos, c) for pos, c in enumerate(self.columns) if not c.remember and not c.direct
+        )
 
     def _first_group(
         self, row: dict[str, Any], base: dict[str, Any] | None, cache: dict[str, str]
@@ -307,6 +362,18 @@ class TableDispatch:
         looked up in ``base``); None for none. Most rows hit nothing and allocate nothing."""
         hit: set[int] | None = None
         missed: list[tuple[int, Any]] | None = None
+        self.rows += 1
+        if self.rows >= self._retry_at:
+            self._retry_memos()
+        for pos, index in self.unremembered:
+            column = index.column
+            value = row.get(column)
+            if value is None and base is not None:
+                value = base.get(column)
+            if value:
+                if missed is None:
+                    missed = []
+                missed.append((pos, value))
         for pos, index in self.remembered:
             column = index.column
             value = row.get(column)

@@ -141,7 +141,8 @@ def hash_rules(tmp_path: Path) -> RuleSet:
         f'DeviceImageLoadEvents\n| where SHA1 contains "{_SHA1.upper()}" or SHA1 =~ "abc"\n| project SHA1\n'
     )
     (tmp_path / "mixed.kql").write_text(  # two needle lengths: searched as before
-        'DeviceImageLoadEvents\n| where SHA256 contains "abcd" or SHA256 contains "abcdef"\n| project SHA256\n'
+        'DeviceImageLoadEvents\n| where SHA256 contains "abcd" or SHA256 contains "abcdef"\n'
+        "| project SHA256\n"
     )
     rs, failures = RuleSet.load([tmp_path], builtin=False, use_cache=False)
     assert not failures
@@ -172,3 +173,23 @@ def test_digest_columns_are_decided_by_length(
     assert got == sorted(m.rule.id for m in plain.evaluate("DeviceImageLoadEvents", row, None)) == expected
     gate = hash_rules.row_gates()["DeviceImageLoadEvents"]
     assert gate.might_match(row) or not expected
+
+
+def test_a_column_of_new_values_stops_being_remembered_for_a_while(
+    rules: RuleSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dispatch_module, "_MEMO_ENTRIES", 8)
+    monkeypatch.setattr(dispatch_module, "_MEMO_RETRY_ROWS", 40)
+    dispatch = rules._dispatch["DeviceImageLoadEvents"]
+    (folder,) = [c for c in dispatch.columns if c.column == "FolderPath"]
+    unique = [
+        {"FolderPath": f"C:\\App{i}\\{_DLLS[i % 40]}", "InitiatingProcessFolderPath": "C:\\Temp\\x.exe"}
+        for i in range(12)
+    ]
+    for r in unique:
+        assert _matches(rules, r) == _brute_force(rules, r) != []
+    assert not folder.remember and not folder.memo  # 8 values in 8 rows: the memo was not paying
+    repeated = _rows()[:4] * 10  # 40 rows: the retry comes, then the values repeat
+    for r in repeated:
+        assert _matches(rules, r) == _brute_force(rules, r)
+    assert folder.remember and 0 < len(folder.memo) <= 4
