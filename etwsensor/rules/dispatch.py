@@ -10,7 +10,7 @@ values selected, and gates the branches made of regexes alone by RE2 sets of the
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import re2
@@ -137,6 +137,7 @@ class _ColumnIndex:
         "direct",
         "exact",
         "memo",
+        "memoable",
         "remember",
         "retry",
         "searched",
@@ -165,13 +166,15 @@ class _ColumnIndex:
         lengths = {len(n) for n in substr}
         self.width = lengths.pop() if len(lengths) == 1 else 0
         self.whole = {n: tuple(ids) for n, ids in substr.items()} if self.width else {}
-        # Decided by dict lookups on the lower-cased text, which cost what a memo lookup does.
+        # Decided by dict lookups on the lower-cased text, which cost what a memo lookup does (for a
+        # column with a width: texts of that length or shorter).
         self.direct = not substr or self.width > 0
         self.memo: dict[str, tuple[int, ...]] = {}
-        # Whether values are remembered now: not for direct columns, and not for a while after the
-        # memo filled up with as many values as there were rows (every value new: command lines,
-        # paths of a busy host), where remembering costs a lookup and a write per row for nothing.
-        self.remember = not self.direct
+        self.memoable = bool(substr)  # what a value selected may be remembered (equality needs no memo)
+        # Whether values are remembered now: not for a while after the memo filled up with as many
+        # values as there were rows (every value new: command lines, paths of a busy host), where
+        # remembering costs a lookup and a write per row for nothing.
+        self.remember = self.memoable
         self.since = 0  # the table's row count when the memo was last emptied
         self.retry = 0  # the row count at which a column that stopped remembering starts again
 
@@ -224,15 +227,28 @@ class TableDispatch:
         self.search_needles: tuple[str, ...] = ()
         # Per needle of the set: (position in self.columns, branches) for each column it is for.
         self.search_where: tuple[tuple[tuple[int, tuple[int, ...]], ...], ...] = ()
+        # Needles with non-ASCII characters (Sigma's homoglyph and emoji lists) can only occur in
+        # texts that are not ASCII: they have their own set, searched over such texts of their own
+        # columns only (a "Microsoft® Windows®" product name must not send every row through it).
+        self.wide_search: Any = None
+        self.wide_needles: tuple[str, ...] = ()
+        self.wide_where: tuple[tuple[tuple[int, tuple[int, ...]], ...], ...] = ()
+        self.wide_columns: tuple[int, ...] = ()
         if not few:
             where: dict[str, list[tuple[int, tuple[int, ...]]]] = {}
             for pos, c in enumerate(names):
                 for n, ids in sorted(substr.get(c, {}).items()):
                     where.setdefault(n, []).append((pos, tuple(ids)))
-            needles = sorted(where)
-            self.search = _set_search(needles)
-            self.search_needles = tuple(needles)
-            self.search_where = tuple(tuple(where[n]) for n in needles)
+            narrow = sorted(n for n in where if n.isascii())
+            wide = sorted(n for n in where if not n.isascii())
+            self.search = _set_search(narrow) if narrow else None
+            self.search_needles = tuple(narrow)
+            self.search_where = tuple(tuple(where[n]) for n in narrow)
+            if wide:
+                self.wide_search = _set_search(wide)
+                self.wide_needles = tuple(wide)
+                self.wide_where = tuple(tuple(where[n]) for n in wide)
+                self.wide_columns = tuple(sorted({pos for n in wide for pos, _ids in where[n]}))
         self.regex_gated: frozenset[int] = frozenset()  # positions in self.always
         self.regex_sets: tuple[_RegexSet, ...] = ()
         if _REGEX_GATE and prefilter:
@@ -306,13 +322,16 @@ class TableDispatch:
             if index.searched:
                 searched.append(text)
         if searched:
-            search_needles, search_where = self.search_needles, self.search_where
-            for h in self.search("\0".join(searched)):
-                needle = search_needles[h]
-                for pos, ids in search_where[h]:
-                    text = texts.get(pos)
-                    if text and needle in text:
-                        found.setdefault(pos, set()).update(ids)
+            if self.search is not None:
+                self._found(
+                    self.search("\0".join(searched)), self.search_needles, self.search_where, texts, found
+                )
+            if self.wide_search is not None:
+                wide = [t for pos in self.wide_columns if (t := texts.get(pos)) and not t.isascii()]
+                if wide:
+                    self._found(
+                        self.wide_search("\0".join(wide)), self.wide_needles, self.wide_where, texts, found
+                    )
         for pos, value in missed:
             index = columns[pos]
             if index.remember and type(value) is str and len(value) <= _MEMO_MAX_LEN:
@@ -326,6 +345,22 @@ class TableDispatch:
         if not found:
             return set()
         return set().union(*found.values())
+
+    @staticmethod
+    def _found(
+        hits: Iterable[int],
+        needles: tuple[str, ...],
+        where: tuple[tuple[tuple[int, tuple[int, ...]], ...], ...],
+        texts: dict[int, str],
+        found: dict[int, set[int]],
+    ) -> None:
+        """Adds the branches of each needle found to ``found`` under each column it is in."""
+        for h in hits:
+            needle = needles[h]
+            for pos, ids in where[h]:
+                text = texts.get(pos)
+                if text and needle in text:
+                    found.setdefault(pos, set()).update(ids)
 
     def _memo_full(self, index: _ColumnIndex) -> None:
         """Empties a full memo; stops remembering the column for a while if nearly every row of
@@ -341,19 +376,16 @@ class TableDispatch:
     def _retry_memos(self) -> None:
         """Columns that stopped remembering start again (their values may repeat by now)."""
         for index in self.columns:
-            if not index.direct and not index.remember and index.retry <= self.rows:
+            if index.memoable and not index.remember and index.retry <= self.rows:
                 index.remember = True
                 index.since = self.rows
-        self._retry_at = min(
-            (c.retry for c in self.columns if not c.direct and not c.remember), default=_NEVER
-        )
+        self._retry_at = min((c.retry for c in self.columns if c.memoable and not c.remember), default=_NEVER)
         self._sort_columns()
 
     def _sort_columns(self) -> None:
-        self.remembered = tuple((pos, c) for pos, c in enumerate(self.columns) if c.remember)
-        self.unremembered = tuple(
-            (pos, c) for pos, c in enumerate(self.columns) if not c.remember and not c.direct
-        )
+        columns = [(pos, c) for pos, c in enumerate(self.columns) if not c.direct]
+        self.remembered = tuple((pos, c) for pos, c in columns if c.remember)
+        self.unremembered = tuple((pos, c) for pos, c in columns if not c.remember)
 
     def _first_group(
         self, row: dict[str, Any], base: dict[str, Any] | None, cache: dict[str, str]
@@ -404,10 +436,14 @@ class TableDispatch:
             ids = index.exact.get(text)
             width = index.width
             if width and len(text) >= width:
-                if len(text) > width:  # may hold a needle anywhere: searched like the others
-                    if missed is None:
-                        missed = []
-                    missed.append((pos, value))
+                if len(text) > width:  # may hold a needle anywhere: remembered or searched
+                    known = index.memo.get(value) if index.remember and type(value) is str else None
+                    if known is None:
+                        if missed is None:
+                            missed = []
+                        missed.append((pos, value))
+                    elif known:
+                        ids = ids + known if ids else known
                 elif ids:
                     ids = ids + index.whole.get(text, _NO_IDS)
                 else:

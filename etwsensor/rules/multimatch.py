@@ -38,25 +38,11 @@ def _automaton(needles: Iterable[str]) -> Any:
 def needle_search(needles: Sequence[str]) -> Callable[[str], Iterable[int]]:
     """``text -> indexes of the needles occurring in it`` (each at least once; order unspecified).
 
-    Needles with non-ASCII characters (Sigma's homoglyph and emoji lists: half of the process
-    table's needles) are searched for only in texts that are not ASCII, where alone they can occur:
-    they would otherwise widen every state of the automaton that all the ASCII text goes through.
+    Give needles with non-ASCII characters (Sigma's homoglyph and emoji lists) a search of their own,
+    used only on texts that are not ASCII: in one automaton with the ASCII needles they would widen
+    every state that all the ASCII text goes through.
     """
-    wide = [i for i, n in enumerate(needles) if not n.isascii()]
-    if not wide or len(wide) == len(needles):
-        return _one_search(needles)
-    narrow = tuple(i for i, n in enumerate(needles) if n.isascii())
-    wide_ids = tuple(wide)
-    ascii_search = _one_search([needles[i] for i in narrow])
-    wide_search = _one_search([needles[i] for i in wide_ids])
-
-    def search(text: str) -> list[int]:
-        found = [narrow[i] for i in ascii_search(text)]
-        if not text.isascii():
-            found.extend(wide_ids[i] for i in wide_search(text))
-        return found
-
-    return search
+    return _one_search(needles)
 
 
 # A large RE2 set builds its DFA while it searches: ~250M instructions for the 3,000 ASCII needles of

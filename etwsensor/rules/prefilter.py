@@ -41,6 +41,11 @@ _LOW_SELECTIVITY = frozenset(
         "InitiatingProcessAccountDomain",
         "ProcessIntegrityLevel",
         "InitiatingProcessIntegrityLevel",
+        # Most images on a host are Microsoft's: "Microsoft Corporation", "Microsoft® Windows® …".
+        "ProcessVersionInfoCompanyName",
+        "ProcessVersionInfoProductName",
+        "InitiatingProcessVersionInfoCompanyName",
+        "InitiatingProcessVersionInfoProductName",
     }
 )
 # (column, lower-cased literal, exact): the column's lower-cased text equals (exact) or contains it.
@@ -243,9 +248,9 @@ def best_groups(groups: list[frozenset[Needle]]) -> list[frozenset[Needle]]:
 
 
 # Text that most rows of any Windows host contain: profile, temp and system folders, executable
-# suffixes, the Run-key path. A substring needle found inside one of them (``\\appdata\\``, ``user``,
-# ``.exe``) passes a large share of rows, however long it is, so a group with one is a poor first
-# filter. Lower-cased, as needles are.
+# suffixes, the Run-key path, the images that start most processes. A substring needle found inside
+# one of them (``\\appdata\\``, ``user``, ``.exe``, ``\\cmd.exe``) passes a large share of rows,
+# however long it is, so a group with one is a poor first filter. Lower-cased, as needles are.
 _COMMON_TEXT = (
     "c:\\users\\",
     "\\appdata\\local\\temp\\",
@@ -262,6 +267,12 @@ _COMMON_TEXT = (
     "\\software\\microsoft\\windows\\currentversion\\",
     ".exe",
     ".dll",
+    "c:\\windows\\system32\\cmd.exe",
+    "c:\\windows\\system32\\conhost.exe",
+    "c:\\windows\\system32\\svchost.exe",
+    "c:\\windows\\system32\\rundll32.exe",
+    "c:\\windows\\system32\\windowspowershell\\v1.0\\powershell.exe",
+    "c:\\windows\\explorer.exe",
 )
 
 

@@ -193,3 +193,47 @@ def test_a_column_of_new_values_stops_being_remembered_for_a_while(
     for r in repeated:
         assert _matches(rules, r) == _brute_force(rules, r)
     assert folder.remember and 0 < len(folder.memo) <= 4
+
+
+def test_non_ascii_needles_are_searched_only_in_non_ascii_texts_of_their_columns(tmp_path: Path) -> None:
+    words = ", ".join(f'"word{i}"' for i in range(20))
+    (tmp_path / "emoji.kql").write_text(
+        f"DeviceProcessEvents\n| where ProcessCommandLine has_any ({words})"
+        ' or ProcessCommandLine contains "🔥" or ProcessCommandLine contains "ｃｍｄ"\n'
+    )
+    (tmp_path / "product.kql").write_text(
+        'DeviceProcessEvents\n| where ProcessVersionInfoProductName contains "operating sys"'
+        ' or ProcessVersionInfoProductName contains "edge"\n'
+    )
+    rs, failures = RuleSet.load([tmp_path], builtin=False, use_cache=False)
+    assert not failures
+    dispatch = rs._dispatch["DeviceProcessEvents"]
+    searched: list[str] = []
+    wide = dispatch.wide_search
+    dispatch.wide_search = lambda text: searched.append(text) or wide(text)
+    plain = RuleSet(rs.rules, rs.clock, prefilter=False)
+    product = "Microsoft® Windows® Operating System"  # not ASCII, in a column without such needles
+    both = ["emoji", "product"]
+    cases = [
+        ({"ProcessVersionInfoProductName": product, "ProcessCommandLine": "x 🔥 y"}, both),
+        ({"ProcessVersionInfoProductName": product, "ProcessCommandLine": "run ｃｍｄ now"}, both),
+        ({"ProcessVersionInfoProductName": product, "ProcessCommandLine": "word7 only"}, both),
+        ({"ProcessVersionInfoProductName": product, "ProcessCommandLine": "nothing"}, ["product"]),
+        ({"ProcessVersionInfoProductName": "Edge", "ProcessCommandLine": "🔥"}, both),
+    ]
+    for row, expected in cases:
+        got = sorted(m.rule.id for m in rs.evaluate("DeviceProcessEvents", row, None))
+        assert got == sorted(m.rule.id for m in plain.evaluate("DeviceProcessEvents", row, None)) == expected
+    # Only the command lines with non-ASCII text went through the non-ASCII set.
+    assert searched == ["x 🔥 y", "run ｃｍｄ now", "🔥"]
+
+
+def test_longer_texts_of_a_digest_column_are_remembered(hash_rules: RuleSet) -> None:
+    dispatch = hash_rules._dispatch["DeviceImageLoadEvents"]
+    (md5,) = [c for c in dispatch.columns if c.column == "MD5"]
+    longer, whole = "MD5=" + _MD5S[2], _MD5S[3]
+    for _ in range(2):  # the second time from the memo
+        for value in (longer, whole):
+            found = hash_rules.evaluate("DeviceImageLoadEvents", {"MD5": value}, None)
+            assert [m.rule.id for m in found] == ["md5"]
+    assert longer in md5.memo and whole not in md5.memo  # a whole digest is one dict lookup
