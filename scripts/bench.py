@@ -6,7 +6,7 @@
     python scripts/bench.py evtx [--rounds N] [--inputs K] [--sigma DIR]
     python scripts/bench.py stateful [--events N]
     python scripts/bench.py memory [--events N] [--every K]
-    python scripts/bench.py etl [--etl FILE] [--inputs K] [--repeat N]
+    python scripts/bench.py etl [--etl FILE] [--inputs K] [--repeat N] [--dense [--copies N]]
     python scripts/bench.py stages [--events N] [--repeat N]
                                  [--zircolite DIR --zircolite-python PY]
     python scripts/bench.py normalize|rules|sinks|startup|live|hunt|compare|idle|catalogs [their options]
@@ -30,6 +30,9 @@ scaled demo: reading (recording → RawEvents), + normalizing (built-in pack's r
 (+ alert building), + everything `replay` does (summary, file sink); each best of ``--repeat``.
 etl: `.etl` replay end to end (``pipeline.replay`` of the real perfview trace, or ``--etl FILE``, given
 ``--inputs`` times): records read/s (every ETW record of the file) and decoded events/s, one core.
+``--dense``: the same on a trace of only the perfview trace's decodable records, ``--copies`` times
+(scripts/dense_etl.py; bench-data/, git-ignored, made once), with where the CPU time goes: reading,
++ decoding, + normalizing and the rules (the whole replay).
 evtx: EVTX → rows → rules, end to end as `etwsensor replay FILE.evtx` runs it, events/s on one core, with
 the built-in pack and (``--sigma DIR``: the SigmaHQ rules converted to KQL) with the Sigma corpus. The
 EVTX is made from the chunks of the real Sysmon/Security test files (tests/data/windows) repeated
@@ -415,6 +418,44 @@ def bench_etl(etl: Path, inputs: int, repeat: int) -> dict[str, object]:
     }
 
 
+def etl_stages(etl: Path, repeat: int) -> dict[str, object]:
+    """CPU seconds of reading the decodable records, + decoding them, and the whole replay (best of
+    ``repeat``, interleaved), and each stage's share."""
+    from etwsensor.pipeline import Detector, replay
+    from etwsensor.rules import RuleSet
+    from etwsensor.sources.etl import EtlReader
+    from etwsensor.sources.etl_source import EtlSource
+
+    ruleset, _ = RuleSet.load([], builtin=True)
+    known = EtlSource(etl).decoder.known_guids
+
+    def read() -> None:
+        for _ in EtlReader(etl).records(only=known):
+            pass
+
+    def decode() -> None:
+        for _ in EtlSource(etl).events():
+            pass
+
+    def whole() -> None:
+        replay([etl], Detector(ruleset, str(etl)), [])
+
+    stages = {"read": read, "decode": decode, "replay": whole}
+    best = dict.fromkeys(stages, float("inf"))
+    for _ in range(repeat):
+        for name, run in stages.items():
+            gc.collect()
+            t0 = time.process_time()
+            run()
+            best[name] = min(best[name], time.process_time() - t0)
+    shares = {"read": best["read"], "decode": best["decode"] - best["read"],
+              "normalize_rules_and_glue": best["replay"] - best["decode"]}  # fmt: skip
+    return {
+        "cpu_seconds_cumulative": {k: round(v, 3) for k, v in best.items()},
+        "share_percent": {k: round(100 * v / best["replay"], 1) for k, v in shares.items()},
+    }
+
+
 # Stateful rules heavier than the built-in pack's: every image load and every file row reach the state.
 STATEFUL_RULES = {
     "loads_per_process.kql": "DeviceImageLoadEvents\n"
@@ -613,6 +654,10 @@ def main() -> None:
     ap.add_argument("--zircolite", type=Path, default=None, help="evtx: a Zircolite checkout to compare with")
     ap.add_argument("--zircolite-python", default=sys.executable, help="evtx: a Python with its requirements")
     ap.add_argument("--etl", type=Path, default=PERFVIEW)
+    ap.add_argument("--dense", action="store_true", help="etl: only the decodable records of --etl, repeated")
+    ap.add_argument(
+        "--copies", type=int, default=28, help="etl --dense: times the decodable records are written"
+    )
     ap.add_argument(
         "--events", type=int, default=None, help="replay, stateful (1M), memory (10M): demo events"
     )
@@ -635,6 +680,15 @@ def main() -> None:
         result = bench_memory(args.events or 10_000_000, args.every)
     elif args.what == "stages":
         result = bench_stages(args.events or 200_000, args.repeat)
+    elif args.what == "etl" and args.dense:
+        from dense_etl import write_dense_etl
+
+        dense = ROOT / "bench-data" / f"{args.etl.stem}.dense-x{args.copies}.etl"
+        made = write_dense_etl(args.etl, dense, args.copies) if not dense.exists() else None
+        result = bench_etl(dense, args.inputs or 1, args.repeat)
+        result["stages"] = etl_stages(dense, args.repeat)
+        if made is not None:
+            result["made"] = made
     elif args.what == "etl":
         result = bench_etl(args.etl, args.inputs or 1, args.repeat)
     else:
