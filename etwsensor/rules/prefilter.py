@@ -238,8 +238,9 @@ def best_groups(groups: list[frozenset[Needle]]) -> list[frozenset[Needle]]:
     An ActionType-only group is kept as well: it is cheap (a dict lookup) and live tracing reads
     it to subscribe only to the events a rule can match.
     """
-    # Groups on few-valued columns (ActionType) come last whatever their score: they pass most rows.
-    unique = sorted(dict.fromkeys(groups), key=lambda g: (_is_weak(g), _score(g)))
+    # Groups on few-valued columns (ActionType) come last whatever their score, then groups with a
+    # needle most rows contain: they pass most rows.
+    unique = sorted(dict.fromkeys(groups), key=lambda g: (_weakness(g), _score(g)))
     best = unique[:MAX_NEEDLE_GROUPS]
     action = next((g for g in unique if all(c == "ActionType" for c, _n, _e in g)), None)
     if action is not None and action not in best:
@@ -280,12 +281,12 @@ def _is_common(needle: str, exact: bool) -> bool:
     return not exact and any(needle in text for text in _COMMON_TEXT)
 
 
-def _is_weak(ns: frozenset[Needle]) -> bool:
-    """A group most rows satisfy: on a few-valued column, with a short ASCII substring, or with a
-    substring of text most rows contain."""
-    return any(
-        c in _LOW_SELECTIVITY or (not e and len(n) < 3 and n.isascii()) or _is_common(n, e) for c, n, e in ns
-    )
+def _weakness(ns: frozenset[Needle]) -> int:
+    """How surely most rows satisfy a group: 2 on a few-valued column (ActionType), 1 with a short
+    ASCII substring or a substring of text most rows contain, else 0."""
+    if any(c in _LOW_SELECTIVITY for c, _n, _e in ns):
+        return 2
+    return int(any((not e and len(n) < 3 and n.isascii()) or _is_common(n, e) for _c, n, e in ns))
 
 
 def _score(ns: frozenset[Needle]) -> float:
@@ -299,8 +300,8 @@ def _score(ns: frozenset[Needle]) -> float:
 
 
 def _weaker(current: frozenset[Needle], candidate: frozenset[Needle]) -> bool:
-    """Prefer the needle set that is rarer: not weak, then fewer and longer needles."""
-    return (_is_weak(candidate), _score(candidate)) < (_is_weak(current), _score(current))
+    """Prefer the needle set that is rarer: less weak, then fewer and longer needles."""
+    return (_weakness(candidate), _score(candidate)) < (_weakness(current), _score(current))
 
 
 def _string_col_const(left: ir.Expr, right: ir.Expr, scope: Scope) -> str | None:

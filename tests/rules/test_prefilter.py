@@ -132,3 +132,20 @@ def test_text_every_host_has_is_not_the_first_filter(tmp_path: Path) -> None:
     assert [m.rule.id for m in rs.evaluate("DeviceProcessEvents", row, None)] == ["r"]
     row["ProcessCommandLine"] = r"rundll32.exe C:\Users\a\AppData\Local\Temp\x.dll,Main"
     assert rs.evaluate("DeviceProcessEvents", row, None) == []
+
+
+def test_a_few_valued_column_comes_after_common_text(tmp_path: Path) -> None:
+    """ActionType passes most rows of its table whatever the value: a group with a common needle
+    still filters before it (and the row gate asks the cheaper initiating-process columns)."""
+    (tmp_path / "r.kql").write_text(
+        'DeviceFileEvents | where ActionType == "FileCreated" and InitiatingProcessFolderPath has_any'
+        ' ("Users", "Temp", "Downloads", "ProgramData", "Public", "Desktop", "Documents", "Music")'
+    )
+    rs, failures = RuleSet.load([tmp_path], builtin=False, use_cache=False)
+    assert failures == []
+    plan = rs.rules[0].plan
+    assert plan is not None
+    assert [sorted({c for c, _n, _e in g}) for g in plan.branches[0].needle_groups] == [
+        ["InitiatingProcessFolderPath"],
+        ["ActionType"],
+    ]
