@@ -34,12 +34,11 @@ def etl_host_name(reader: object) -> str:
 
     assert isinstance(reader, EtlReader)
     decoder = Decoder()
-    for rec in reader.head_records(LOOK_AHEAD_BUFFERS, only={SYSTEM_CONFIG}):  # the others: not built
-        if rec.guid == SYSTEM_CONFIG and rec.opcode == _CPU and not rec.manifest:
-            ev = decoder.decode(rec)
-            name = ev.fields.get("ComputerName") if ev is not None else None
-            if isinstance(name, str) and name:
-                return name
+    for rec in reader.head_class_records(LOOK_AHEAD_BUFFERS, SYSTEM_CONFIG, _CPU):
+        ev = decoder.decode(rec)
+        name = ev.fields.get("ComputerName") if ev is not None else None
+        if isinstance(name, str) and name:
+            return name
     return ""
 
 

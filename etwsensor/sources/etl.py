@@ -40,6 +40,7 @@ _KINDS: Final[list[tuple[L.Shape, int, int, str] | None]] = [None] * 256
 for _htype, _layout in L.HEADER_LAYOUTS.items():
     _shape = L.Shape.SYSTEM if _layout.shape is L.Shape.COMPACT else _layout.shape
     _KINDS[_htype] = (_shape, _layout.size, _layout.pointer_size, _layout.name)
+_HOOK_SHAPES: Final = (L.Shape.SYSTEM, L.Shape.COMPACT, L.Shape.PERFINFO)  # headers with a HookId, no GUID
 
 
 class EtlFormatError(ValueError):
@@ -211,6 +212,40 @@ def _parse_header(path: str, pointer_size: int, raw_ts: int, payload: bytes) -> 
     )
 
 
+class _ClassRecordMarks:
+    """What every record header of a classic class and opcode holds: the class GUID (FULL and
+    INSTANCE headers), or, in a kernel header (SYSTEM, COMPACT, PERFINFO), a HookId that maps to the
+    class, four bytes after the marker's type and flags bytes. Payload bytes can hold them too: such a
+    buffer is then walked to find out. Searched with ``bytes.find``, which is many times faster than a
+    regular expression that starts with a byte class."""
+
+    def __init__(self, guid: str, opcode: int) -> None:
+        raw = bytes.fromhex(guid.replace("-", ""))
+        self.guid = raw[3::-1] + raw[5:3:-1] + raw[7:5:-1] + raw[8:]  # as the file holds it (see _guid)
+        groups = [group for group, known in L.KERNEL_GROUP_GUIDS.items() if known == guid]
+        if guid == L.SYSTEM_TRACE_GUID:  # what kernel groups without a known class are delivered as
+            groups += [group for group in range(256) if group not in L.KERNEL_GROUP_GUIDS]
+        hooks = {group << 8 | opcode for group in groups}
+        hooks |= {
+            hook for hook, known in L.KERNEL_HOOK_GUIDS.items() if known == guid and hook & 0xFF == opcode
+        }
+        self.hooks = [hook.to_bytes(2, "little") for hook in sorted(hooks)]
+        self.kernel_types = frozenset(
+            t for t, layout in L.HEADER_LAYOUTS.items() if layout.shape in _HOOK_SHAPES
+        )
+
+    def found_in(self, data: bytes, end: int) -> bool:
+        if data.find(self.guid, 0, end) >= 0:
+            return True
+        for hook in self.hooks:
+            at = data.find(hook, 6, end)
+            while at >= 0:  # HookId at record offset 6, the marker's type at 2 and flags at 3
+                if data[at - 4] in self.kernel_types and data[at - 3] & 0xC0 == 0xC0:
+                    return True
+                at = data.find(hook, at + 1, end)
+        return False
+
+
 def _clock_for(header: EtlHeader) -> _Clock:
     if header.clock_type is L.ClockType.SYSTEM_TIME:
         # Timestamps are FILETIMEs already.
@@ -371,13 +406,24 @@ class EtlReader:
         finally:
             fh.close()
 
-    def head_records(self, buffers: int, only: Container[str] | None = None) -> Iterator[RawRecord]:
-        """The records of the first ``buffers`` buffers, in file order: a bounded look ahead before
-        ``records()`` (which starts ``damage`` and ``stats`` afresh); ``only`` as for ``records``."""
+    def head_class_records(self, buffers: int, guid: str, opcode: int) -> Iterator[RawRecord]:
+        """The classic records of one class GUID and opcode among the first ``buffers`` buffers, in file
+        order: a bounded look ahead before ``records()`` (which starts ``damage`` and ``stats`` afresh).
+        A buffer is walked only if its bytes hold what such a record's header must (the class GUID,
+        or a kernel header mark followed by a hook of that class and opcode), so looking for one rare
+        record costs little more than reading the buffers."""
+        marks = _ClassRecordMarks(guid, opcode)
         try:
             with open(self.path, "rb") as fh:
                 for offset, _cpu in self._buffer_offsets(fh)[:buffers]:
-                    yield from self._buffer_records(fh, offset, only)
+                    buffer = self._read_buffer(fh, offset, record_damage=False)
+                    if isinstance(buffer, str) or not marks.found_in(buffer.data, buffer.filled):
+                        continue
+                    try:
+                        found = [r for r in self._walk(buffer, only=(guid,)) if r.opcode == opcode]
+                    except Exception:  # as in records(): a defect here must not end the file
+                        continue
+                    yield from (r for r in found if r.guid == guid and not r.manifest)
         except OSError:
             return
 

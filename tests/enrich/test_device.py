@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Container, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,13 +41,13 @@ def look_aheads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     from etwsensor.sources.etl import EtlReader
 
     calls: list[int] = []
-    real = EtlReader.head_records
+    real = EtlReader.head_class_records
 
-    def counted(self: EtlReader, buffers: int, only: Container[str] | None = None) -> Iterator[object]:
+    def counted(self: EtlReader, buffers: int, guid: str, opcode: int) -> Iterator[object]:
         calls.append(buffers)
-        return real(self, buffers, only)
+        return real(self, buffers, guid, opcode)
 
-    monkeypatch.setattr(EtlReader, "head_records", counted)
+    monkeypatch.setattr(EtlReader, "head_class_records", counted)
     return calls
 
 

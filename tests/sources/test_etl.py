@@ -800,3 +800,107 @@ def test_the_raw_timestamp_range_is_exactly_where_a_time_exists(
         assert makes_a_time(raw) == (low <= raw <= high)
     raw = ref_raw + offset_days * 86_400 * freq + nudge
     assert makes_a_time(raw) == (low <= raw <= high)
+
+
+# --- looking ahead for one class's records (the host name) ------------------------------------------
+
+
+def _class_records(guid: str, opcode: int) -> list[RawRecord]:
+    return [r for r in file_order() if (r.guid, r.opcode, r.manifest) == (guid, opcode, False)]
+
+
+@pytest.mark.parametrize(
+    ("guid", "opcode"),
+    [
+        (SYSTEM_CONFIG, 10),  # the CPU record: kernel SYSTEM64 header, hook 0x0B0A
+        (SYSTEM_CONFIG, 15),  # Services: 157 of them
+        (IMAGE, 10),  # Image Load: logged under a Process-group hook (0x030A)
+        (PROCESS, 3),  # DCStart
+        (SYSTEM_CONFIG_EX, 35),  # VolumeMapping: classic FULL64 headers carrying the class GUID
+    ],
+)
+def test_the_class_look_ahead_finds_what_a_full_walk_finds(guid: str, opcode: int) -> None:
+    expected = _class_records(guid, opcode)
+    assert expected
+    assert list(EtlReader(ETL).head_class_records(1000, guid, opcode)) == expected
+
+
+def test_the_class_look_ahead_walks_only_buffers_that_can_hold_the_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    walked: list[int] = []
+    real = EtlReader._walk
+
+    def counted(self: EtlReader, buffer: object, only: object = None) -> object:
+        walked.append(buffer.file_offset)  # type: ignore[attr-defined]
+        return real(self, buffer, only)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(EtlReader, "_walk", counted)
+    reader = EtlReader(ETL)
+    assert list(reader.head_class_records(184, SYSTEM_CONFIG, 10)) == []  # it is in the 185th buffer
+    found = list(reader.head_class_records(185, SYSTEM_CONFIG, 10))
+    assert found == _class_records(SYSTEM_CONFIG, 10) and len(found) == 1
+    assert len(walked) == 1  # of the 369 buffers read by both, only the one holding it was walked
+
+
+def _cpu_record() -> RawRecord:
+    (cpu,) = _class_records(SYSTEM_CONFIG, 10)
+    return cpu
+
+
+def _system64(version: int, hook: int, payload: bytes, ts: int) -> bytes:
+    head = struct.pack("<HBBHHIIq", version, 2, 0xC0, 32 + len(payload), hook, 0, 0, ts) + b"\0" * 8
+    return align8(head + payload)
+
+
+def _full64(guid: str, opcode: int, version: int, payload: bytes, ts: int) -> bytes:
+    head = struct.pack("<HBBBBHIIq", 48 + len(payload), 0x14, 0xC0, opcode, 0, version, 0, 0, ts)
+    return align8(head + guid_le(guid) + b"\0" * 8 + payload)
+
+
+def _host_trace(tmp_path: Path, *buffers_of_records: bytes) -> Path:
+    t0 = 5_000_000
+    path = tmp_path / "host.etl"
+    data = buffer(logfile_record(8, 1, t0)) + b"".join(
+        buffer(r, cpu=1, size=8192) for r in buffers_of_records
+    )
+    path.write_bytes(data)
+    return path
+
+
+def _decoy(t0: int) -> bytes:
+    # A sample whose payload holds what a SystemConfig CPU header starts with, 8-aligned: the look
+    # ahead walks that buffer and finds no such record in it.
+    fake_header = struct.pack("<HBBHH", 3, 2, 0xC0, 64, 0x0B0A)
+    return kernel_record(0x11, 0x0F2E, b"\0" * 8 + fake_header + b"\0" * 24, t0 + 10)
+
+
+@pytest.mark.parametrize("form", ["kernel", "classic"])
+def test_the_host_name_is_found_behind_a_decoy_in_either_header_form(tmp_path: Path, form: str) -> None:
+    from etwsensor.enrich.device import etl_host_name
+    from etwsensor.sources.etl_source import EtlSource
+
+    cpu = _cpu_record()
+    t0 = 5_000_000
+    if form == "kernel":
+        record = _system64(cpu.version, 0x0B0A, cpu.payload, t0 + 20)
+    else:
+        record = _full64(SYSTEM_CONFIG, 10, cpu.version, cpu.payload, t0 + 20)
+    other_class = kernel_record(2, 0x0A0A, b"\0" * 32, t0 + 15)  # DbgPrint group, opcode 10: not it
+    path = _host_trace(tmp_path, _decoy(t0), other_class + record)
+    assert etl_host_name(EtlReader(path)) == "BRIANROB-W8"
+    assert EtlSource(path).header.host.name == "BRIANROB-W8"
+
+
+def test_a_trace_without_the_cpu_record_has_no_host_name_and_still_replays(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from etwsensor.cli import app
+    from etwsensor.sources.etl_source import EtlSource
+
+    path = _host_trace(tmp_path, _decoy(5_000_000))
+    source = EtlSource(path)
+    assert (source.header.host.name, source.header.host.device_id) == ("", "")
+    assert list(source.events()) == [] and source.damage == []
+    result = CliRunner().invoke(app, ["replay", str(path), "--json-summary"])
+    assert result.exit_code == 0, result.output
