@@ -23,8 +23,10 @@ from etwsensor.rules import Match, RowGate, RuleSet
 
 if TYPE_CHECKING:
     from etwsensor.budget import Clocks, CpuBudget
+    from etwsensor.events import RawEvent
     from etwsensor.normalize import Normalizer
     from etwsensor.rules.reload import RuleReloader
+    from etwsensor.sources.etl_source import EtlSource
 
 AlertDict = dict[str, Any]
 _NO_ALERTS: list[AlertDict] = []
@@ -226,7 +228,17 @@ def _row_batches(
         active[:] = [normalizer]
     process = normalizer.process
     rows_sink = normalizer.sink  # its report_id counts every row made, built or skipped
-    for event in source.events():
+    events: Iterable[RawEvent] = source.events()
+    if budget is not None and summary.input_kinds[str(path)] == "etl":  # raw records: shed before decoding
+        from etwsensor.sources.etl_source import EtlSource
+
+        assert isinstance(source, EtlSource)
+        events = ()
+        for event in _admitted_records(source, budget, summary, by_provider, pacer):
+            batch = process(event)
+            if batch:
+                yield batch, event.ts, rows_sink.report_id
+    for event in events:
         summary.events += 1
         if by_provider is not None:  # only while heartbeats report events/s per provider
             by_provider[event.provider] += 1
@@ -252,6 +264,35 @@ def _row_batches(
     _add_enrich(summary, str(path), normalizer.facts, files_from)
     if normalizer.paths.inferred:  # drive letters guessed, not read from the trace: the summary says so
         summary.enrich["inputs"][str(path)]["inferred_device_map"] = dict(normalizer.paths.inferred)
+
+
+def _admitted_records(
+    source: EtlSource,
+    budget: CpuBudget,
+    summary: ReplaySummary,
+    by_provider: Counter[str] | None,
+    pacer: Pacer | None,
+) -> Iterator[RawEvent]:
+    """The decoded events of an .etl input that the CPU ceiling admits, asked by each record's identity
+    (provider GUID and event id or opcode) before its payload is decoded: a shed event costs its reading
+    only. Every event is counted, shed or not, as ``_row_batches`` counts decoded ones."""
+    decoder = source.decoder
+    identify, decode, admit = decoder.identify, decoder.decode, budget.admit
+    for rec in source.records():
+        identity = identify(rec)
+        if identity is None:
+            decode(rec)  # not an event we decode: only counted (as ``other``) by the decoder
+            continue
+        summary.events += 1
+        if by_provider is not None:
+            by_provider[identity[0]] += 1
+        if pacer is not None:
+            pacer.step()
+        if not admit(*identity):
+            continue  # over the CPU ceiling: shed, counted per kind, never decoded
+        event = decode(rec)
+        if event is not None:  # always, for a record with an identity
+            yield event
 
 
 def _add_enrich(summary: ReplaySummary, path: str, facts: Any, files_from: str | None) -> None:

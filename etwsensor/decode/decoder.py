@@ -122,6 +122,7 @@ class _Plan:
     id: int | None
     opcode: int | None
     steps: tuple[Step, ...] | None  # None: not decodable (other, or unknown version)
+    identity: tuple[str, str] | None  # (provider, event name); None: an event decode returns None for
 
 
 def _group_step(
@@ -237,9 +238,20 @@ class Decoder:
             rec.guid, ids[0], ids[1], rec.version, provider, name, known=ev is not None
         )
         steps = compile_layout(vd, rec.pointer_size) if vd is not None else None
-        plan = _Plan(counter, provider, name, ids[0], ids[1], steps)
+        identity = (provider, name) if ev is not None else None
+        plan = _Plan(counter, provider, name, ids[0], ids[1], steps, identity)
         self._plans[(rec.guid, rec.manifest, key, rec.version, rec.pointer_size)] = plan
         return plan
+
+    def identify(self, rec: RawRecord) -> tuple[str, str] | None:
+        """(provider, event name) of a record from its GUID and event id / classic opcode alone, without
+        reading the payload or counting it (what the CPU ceiling sheds by, before ``decode``); None exactly
+        when ``decode`` would return None."""
+        key = rec.id if rec.manifest else rec.opcode
+        plan = self._plans.get((rec.guid, rec.manifest, key, rec.version, rec.pointer_size))
+        if plan is None:
+            plan = self._plan(rec, key)
+        return plan.identity
 
     def decode(self, rec: RawRecord) -> RawEvent | None:
         """The RawEvent of a record of a known event (status OK, ERROR or UNDECODED); None for others."""

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from etwsensor.decode.decoder import Decoder
-from etwsensor.events import RawEvent
+from etwsensor.events import RawEvent, RawRecord
 from etwsensor.sources.damage import SourceDamage
 from etwsensor.sources.header import HostInfo, RecordingHeader
 
@@ -60,7 +60,18 @@ class EtlSource:
                 if ev is not None:
                     yield ev
         finally:
-            passed_over = self._reader.stats.passed_over
-            for (guid, manifest, key, version), count in passed_over.items():
-                self.decoder.count_other(guid, manifest, key, version, count)
-            passed_over.clear()
+            self._count_passed_over()
+
+    def records(self) -> Iterator[RawRecord]:
+        """The raw records ``events`` would decode (of the providers the decoder knows), undecoded: for a
+        caller that picks by ``decoder.identify`` which to decode (the CPU ceiling sheds before decoding)."""
+        try:
+            yield from self._reader.records(only=self.decoder.known_guids)
+        finally:
+            self._count_passed_over()
+
+    def _count_passed_over(self) -> None:
+        passed_over = self._reader.stats.passed_over
+        for (guid, manifest, key, version), count in passed_over.items():
+            self.decoder.count_other(guid, manifest, key, version, count)
+        passed_over.clear()

@@ -182,6 +182,19 @@ class LiveLoop:
         )
 
     def on_record(self, rec: RawRecord) -> None:
+        budget = self.budget
+        if budget is not None:  # asked by the record's identity, before decoding (most of an event's cost)
+            identity = self.decoder.identify(rec)
+            if identity is None:
+                self.decoder.decode(rec)  # not an event we decode: only counted by the decoder
+                return
+            provider = identity[0]
+            # the tamper watch's and the probe's own events are handed over first, decoded: asked after
+            if provider != EVENT_TRACING and (provider != WIN32K or self.probe is None):
+                if not budget.admit(*identity):
+                    self.summary.events += 1  # over the CPU ceiling: shed before decoding, counted
+                    return
+                budget = None  # admitted
         ev = self.decoder.decode(rec)
         if ev is None:
             return  # not a provider we decode (counted by the decoder)
@@ -191,7 +204,7 @@ class LiveLoop:
             return
         if ev.provider == WIN32K and self.probe is not None and self.probe.observe(ev):
             return  # the start-up probe's own test hook
-        if self.budget is not None and not self.budget.admit(ev.provider, ev.name):
+        if budget is not None and not budget.admit(ev.provider, ev.name):
             self.summary.events += 1  # over the CPU ceiling: shed before the reorder window, counted
             return
         if self.host_facts is not None and ev.provider in START_PROVIDERS:
