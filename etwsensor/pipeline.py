@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from etwsensor.events import RawEvent
     from etwsensor.normalize import Normalizer
     from etwsensor.rules.reload import RuleReloader
-    from etwsensor.sources.etl_source import EtlSource
 
 AlertDict = dict[str, Any]
 _NO_ALERTS: list[AlertDict] = []
@@ -233,8 +232,23 @@ def _row_batches(
         from etwsensor.sources.etl_source import EtlSource
 
         assert isinstance(source, EtlSource)
-        events = ()
-        for event in _admitted_records(source, budget, summary, by_provider, pacer):
+        events = ()  # asked by each record's identity (provider GUID, event id or opcode), then decoded
+        identify, decode, admit = source.decoder.identify, source.decoder.decode, budget.admit
+        for rec in source.records():
+            identity = identify(rec)
+            if identity is None:
+                decode(rec)  # not an event we decode: only counted (as ``other``) by the decoder
+                continue
+            summary.events += 1
+            if by_provider is not None:
+                by_provider[identity[0]] += 1
+            if pacer is not None:
+                pacer.step()
+            if not admit(*identity):
+                continue  # over the CPU ceiling: shed, counted per kind, never decoded
+            event = decode(rec)
+            if event is None:  # never, for a record with an identity
+                continue
             batch = process(event)
             if batch:
                 yield batch, event.ts, rows_sink.report_id
@@ -264,35 +278,6 @@ def _row_batches(
     _add_enrich(summary, str(path), normalizer.facts, files_from)
     if normalizer.paths.inferred:  # drive letters guessed, not read from the trace: the summary says so
         summary.enrich["inputs"][str(path)]["inferred_device_map"] = dict(normalizer.paths.inferred)
-
-
-def _admitted_records(
-    source: EtlSource,
-    budget: CpuBudget,
-    summary: ReplaySummary,
-    by_provider: Counter[str] | None,
-    pacer: Pacer | None,
-) -> Iterator[RawEvent]:
-    """The decoded events of an .etl input that the CPU ceiling admits, asked by each record's identity
-    (provider GUID and event id or opcode) before its payload is decoded: a shed event costs its reading
-    only. Every event is counted, shed or not, as ``_row_batches`` counts decoded ones."""
-    decoder = source.decoder
-    identify, decode, admit = decoder.identify, decoder.decode, budget.admit
-    for rec in source.records():
-        identity = identify(rec)
-        if identity is None:
-            decode(rec)  # not an event we decode: only counted (as ``other``) by the decoder
-            continue
-        summary.events += 1
-        if by_provider is not None:
-            by_provider[identity[0]] += 1
-        if pacer is not None:
-            pacer.step()
-        if not admit(*identity):
-            continue  # over the CPU ceiling: shed, counted per kind, never decoded
-        event = decode(rec)
-        if event is not None:  # always, for a record with an identity
-            yield event
 
 
 def _add_enrich(summary: ReplaySummary, path: str, facts: Any, files_from: str | None) -> None:
