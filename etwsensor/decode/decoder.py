@@ -122,7 +122,6 @@ class _Plan:
     id: int | None
     opcode: int | None
     steps: tuple[Step, ...] | None  # None: not decodable (other, or unknown version)
-    identity: tuple[str, str] | None  # (provider, event name); None: an event decode returns None for
 
 
 def _group_step(
@@ -212,6 +211,12 @@ class Decoder:
         self._providers = {p.guid: p for p in (providers if providers is not None else load_providers())}
         self._plans: dict[tuple[str, bool, int, int, int], _Plan] = {}
         self.stats = DecodeStats()
+        # (provider, event name) by GUID, then event id (manifest) or opcode (classic): ``identify``
+        self._identities: tuple[dict[str, dict[int, tuple[str, str]]], ...] = ({}, {})  # [classic, manifest]
+        for p in self._providers.values():
+            table = self._identities[p.kind == "manifest"].setdefault(p.guid, {})
+            for ev in p.events:
+                table.setdefault(ev.key, (p.name, ev.name))  # the first, as ProviderDef.event finds it
 
     def provider(self, guid: str) -> ProviderDef | None:
         return self._providers.get(guid)
@@ -238,8 +243,7 @@ class Decoder:
             rec.guid, ids[0], ids[1], rec.version, provider, name, known=ev is not None
         )
         steps = compile_layout(vd, rec.pointer_size) if vd is not None else None
-        identity = (provider, name) if ev is not None else None
-        plan = _Plan(counter, provider, name, ids[0], ids[1], steps, identity)
+        plan = _Plan(counter, provider, name, ids[0], ids[1], steps)
         self._plans[(rec.guid, rec.manifest, key, rec.version, rec.pointer_size)] = plan
         return plan
 
@@ -247,11 +251,11 @@ class Decoder:
         """(provider, event name) of a record from its GUID and event id / classic opcode alone, without
         reading the payload or counting it (what the CPU ceiling sheds by, before ``decode``); None exactly
         when ``decode`` would return None."""
-        key = rec.id if rec.manifest else rec.opcode
-        plan = self._plans.get((rec.guid, rec.manifest, key, rec.version, rec.pointer_size))
-        if plan is None:
-            plan = self._plan(rec, key)
-        return plan.identity
+        if rec.manifest:
+            table = self._identities[1].get(rec.guid)
+            return table.get(rec.id) if table is not None else None
+        table = self._identities[0].get(rec.guid)
+        return table.get(rec.opcode) if table is not None else None
 
     def decode(self, rec: RawRecord) -> RawEvent | None:
         """The RawEvent of a record of a known event (status OK, ERROR or UNDECODED); None for others."""

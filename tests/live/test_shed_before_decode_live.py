@@ -130,6 +130,6 @@ def test_with_every_kind_shed_the_watch_and_the_probe_still_get_their_events_and
     # Asked: the other Win32k event (shed, after the probe saw it), the file write (shed) and the start.
     assert budget.seen - seen == 3 and budget.shed["api_audit"] == 1 and budget.shed["file_write"] == 1
     by_name = {ec.name: ec.count for ec in loop.decoder.stats.by_event.values()}
-    assert by_name["Write"] == 0 and by_name["Start"] == 1  # the shed file write was never decoded
+    assert "Write" not in by_name and by_name["Start"] == 1  # the shed file write was never decoded
     assert loop.summary.events == 2  # the shed ones, counted; the start waits in the reorder window
     assert loop.finish().events == 3
