@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import heapq
 import os
+from collections import Counter
 from collections.abc import Container, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -254,6 +255,27 @@ def _clock_for(header: EtlHeader) -> _Clock:
     return _Clock(header.start_timestamp, header.start_time, freq)
 
 
+@dataclass(slots=True)
+class _PassingOver:
+    """What a ``records(only=…)`` filter was seen to leave out, learned from the records the full path
+    passed over, so later records with the same header marks are passed over with a few operations
+    (they are counted in one list per buffer, folded into the stats at the buffer's end)."""
+
+    only: Container[str]
+    perfinfo: set[int] = field(default_factory=set)  # first 8 bytes, Size masked: type, version, hook
+    # EVENT_HEADER type and Flags (no extended data) -> header type << 32, for the record's mark
+    event_heads: dict[int, int] = field(default_factory=dict)
+    # provider GUID as the file holds it -> its place in ``guids`` << 40, for the record's mark
+    event_guids: dict[bytes, int] = field(default_factory=dict)
+    guids: list[str] = field(default_factory=list)
+
+    def learn_event(self, head: int, htype: int, guid_bytes: bytes, guid: str) -> None:
+        self.event_heads[head >> L.HEAD_EVENT_SHIFT] = htype << 32
+        if guid_bytes not in self.event_guids:
+            self.event_guids[guid_bytes] = len(self.guids) << 40
+            self.guids.append(guid)
+
+
 @dataclass(frozen=True, slots=True)
 class _Buffer:
     """One buffer's records region (header stripped, decompressed) and where it came from."""
@@ -283,6 +305,7 @@ class EtlReader:
         self.stats = EtlStats()
         self._hook_guids: dict[int, str] = dict(L.KERNEL_HOOK_GUIDS)
         self._guid_text: dict[bytes, str] = {}
+        self._passing: _PassingOver | None = None
         try:
             with open(self.path, "rb") as fh:
                 first = self._read_buffer(fh, 0, record_damage=False)
@@ -383,6 +406,7 @@ class EtlReader:
         """
         self.damage.clear()
         self.stats = EtlStats()
+        self._passing = None
         try:
             fh = open(self.path, "rb")  # noqa: SIM115 - closed in the finally below, across yields
         except OSError as exc:
@@ -504,9 +528,43 @@ class EtlReader:
         # The raw timestamps that make a datetime: checked without building one for the records the
         # filter leaves out, so their damage is reported the same.
         raw_lowest, raw_highest = self._clock.raw_range()
+        passing = self._passing
+        if passing is None or passing.only is not only:
+            passing = self._passing = _PassingOver(only) if only is not None else None
+        # Passed over on header marks seen before (see _PassingOver); anything else, or anything out
+        # of place, takes the full path below, which reports it.
+        passed: list[int] = []  # PERFINFO: the header's first 8 bytes, Size masked
+        passed_events: list[int] = []  # Id, Version, Channel | type << 32 | GUID's place << 40
+        pass_over, pass_over_event = passed.append, passed_events.append
+        head_at, event_tail_at = L.HEAD_AND_NEXT.unpack_from, L.EVENT_TAIL.unpack_from
+        size_mask, event_shift, event_tail = L.HEAD_SIZE_MASK, L.HEAD_EVENT_SHIFT, L.EVENT_TAIL_OFFSET
+        passing_perfinfo = passing.perfinfo if passing is not None else set()
+        passing_heads = passing.event_heads if passing is not None else {}
+        passing_guids = passing.event_guids if passing is not None else {}
+        passing_guid_text = passing.guids if passing is not None else []
+        quick = bool(passing_perfinfo or passing_heads)  # else (nothing passed over yet) not worth a look
         pos = 0
         try:
             while pos + 4 <= end:
+                if quick and pos + 16 <= end:
+                    head, raw_ts = head_at(data, pos)
+                    mark = head & size_mask
+                    if mark in passing_perfinfo:
+                        size = (head >> 32) & 0xFFFF
+                        if size >= 16 and pos + size <= end and raw_lowest <= raw_ts <= raw_highest:
+                            pass_over(mark)
+                            pos += (size + 7) & ~7
+                            continue
+                    else:
+                        mark = passing_heads.get(head >> event_shift, -1)
+                        size = head & 0xFFFF
+                        if mark >= 0 and size >= 80 and pos + size <= end:
+                            raw_ts, guid_bytes, described = event_tail_at(data, pos + event_tail)
+                            guid_mark = passing_guids.get(guid_bytes, -1)
+                            if guid_mark >= 0 and raw_lowest <= raw_ts <= raw_highest:
+                                pass_over_event(described | mark | guid_mark)
+                                pos += (size + 7) & ~7
+                                continue
                 (marker,) = marker_at(data, pos)
                 if marker == padding:
                     break
@@ -565,6 +623,11 @@ class EtlReader:
                 if only is not None and guid not in only:
                     if not raw_lowest <= raw_ts <= raw_highest:
                         self._record_damage(buffer, pos, f"timestamp {raw_ts} out of range")
+                    elif passing is not None:  # learn the marks of what is passed over
+                        if shape is perfinfo and hook in hook_guids:  # not an unknown group: counted each
+                            passing_perfinfo.add(head_at(data, pos)[0] & size_mask)
+                        elif shape is event and not flags & extended_info:
+                            passing.learn_event(head_at(data, pos)[0], htype, guid_bytes, guid)
                     counts[htype] += 1
                     key = (guid, manifest, event_id if manifest else opcode, version)
                     passed_over[key] = passed_over.get(key, 0) + 1
@@ -591,6 +654,15 @@ class EtlReader:
                 )
                 pos += (size + 7) & ~7
         finally:
+            for mark, count in Counter(passed).items():  # PERFINFO: type, version, hook
+                htype, hook = (mark >> 16) & 0xFF, mark >> 48
+                counts[htype] += count
+                key = (hook_guids[hook], False, hook & 0xFF, mark & 0xFFFF)
+                passed_over[key] = passed_over.get(key, 0) + count
+            for mark, count in Counter(passed_events).items():
+                counts[(mark >> 32) & 0xFF] += count
+                key = (passing_guid_text[mark >> 40], True, mark & 0xFFFF, (mark >> 16) & 0xFF)
+                passed_over[key] = passed_over.get(key, 0) + count
             by_kind = self.stats.by_header_kind
             for htype, count in enumerate(counts):
                 if count:

@@ -119,6 +119,17 @@ CLASSIC_HEADER: Final = struct.Struct("<H2xBxHIIq16s")
 EVENT_HEADER: Final = struct.Struct("<H2xH2xIIq16sHB2xB")
 
 EVENT_HEADER_FLAG_EXTENDED_INFO: Final = 0x0001
+
+# The first 8 bytes of any header read as one number, and the 8 after them: for PERFINFO, Version,
+# marker, Size and HookId, then the TimeStamp. With Size (bits 32-47) masked out, the number says what
+# kind of record it is (for a kernel hook: which class, opcode and version); the reader uses it to pass
+# over records of classes a filter leaves out without taking their headers apart.
+HEAD_AND_NEXT: Final = struct.Struct("<Qq")
+HEAD_SIZE_MASK: Final = 0xFFFF_0000_FFFF_FFFF  # PERFINFO: everything but Size
+HEAD_EVENT_SHIFT: Final = 16  # EVENT_HEADER: Size is the low 16 bits, the rest (type, Flags) above
+# EVENT_HEADER from byte 16: TimeStamp, ProviderId, then Id, Version and Channel as one number.
+EVENT_TAIL: Final = struct.Struct("<q16sI")
+EVENT_TAIL_OFFSET: Final = 16
 # Extended data item in a file: total item Size (8-byte header included, 8-aligned), ExtType,
 # Linkage (bit 0 set when another item follows), DataSize.
 EXTENDED_ITEM: Final = struct.Struct("<HHHH")

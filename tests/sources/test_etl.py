@@ -544,6 +544,12 @@ def read_all_or_format_error(tmp_path: Path, data: bytes) -> None:
     damage = list(reader.damage)
     assert list(reader.records(ordered=False, only=only)) == [r for r in in_file_order if r.guid in only]
     assert reader.damage == damage and reader.stats.records == read
+    assert reader.stats.passed_over == passed_over_of(in_file_order, only)
+
+
+def passed_over_of(records: list[RawRecord], only: set[str]) -> dict[tuple[str, bool, int, int], int]:
+    """What a filter's ``stats.passed_over`` must say: the left-out records as they would have been built."""
+    return dict(Counter((*key(r), r.version) for r in records if r.guid not in only))
 
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -904,3 +910,72 @@ def test_a_trace_without_the_cpu_record_has_no_host_name_and_still_replays(tmp_p
     assert list(source.events()) == [] and source.damage == []
     result = CliRunner().invoke(app, ["replay", str(path), "--json-summary"])
     assert result.exit_code == 0, result.output
+
+
+# --- passing over the records a filter leaves out ----------------------------------------------------
+
+
+def _perfinfo(hook: int, ts: int, payload: bytes = b"12345678", version: int = 2) -> bytes:
+    return align8(struct.pack("<HBBHHq", version, 0x11, 0xC0, 16 + len(payload), hook, ts) + payload)
+
+
+def _event(guid: str, ts: int, event_id: int, version: int, htype: int = 0x13, ext: bool = False) -> bytes:
+    items = align8(struct.pack("<HHHH", 16, 1, 0, 8) + b"extended") if ext else b""
+    size = 80 + len(items) + 4
+    head = struct.pack("<HBBHHIIq", size, htype, 0xC0, int(ext), 0, 33, 44, ts)
+    head += guid_le(guid) + struct.pack("<HBBBBHQ", event_id, version, 0, 4, 0, 0, 0) + b"\0" * 24
+    return align8(head + items + b"data")
+
+
+def test_records_passed_over_are_counted_and_checked_as_the_full_path_would(tmp_path: Path) -> None:
+    # Repeats of the same header marks take the reader's quick way past them; each kind of oddity
+    # in a repeat (time out of range, a record cut off, an unknown group, extended data) must still
+    # be counted and reported exactly as when every record is built.
+    t0 = 5_000_000
+    far = -(2**63) + 1  # a raw timestamp no datetime has
+    first = [
+        _perfinfo(0x0F2E, t0 + 1),
+        _perfinfo(0x0F2E, t0 + 2),
+        _perfinfo(0x0F2E, t0 + 3, version=3),  # another version: counted apart
+        _perfinfo(0x1820, t0 + 4, b"stack" * 5),
+        _event(GUID_B, t0 + 5, 7, 1),
+        _event(GUID_B, t0 + 6, 7, 1),
+        _event(GUID_B, t0 + 7, 8, 1, htype=0x12),
+        _event(GUID_B, t0 + 8, 7, 1, ext=True),
+        _event(GUID_A, t0 + 9, 1, 0),  # kept
+        _perfinfo(0x0F2E, far),  # out of range: reported, still counted
+        _event(GUID_B, far, 7, 1),
+        kernel_record(0x11, 0x1F01, b"?", t0 + 10),  # no class known for group 0x1F: counted each time
+        kernel_record(0x11, 0x1F01, b"?", t0 + 11),
+        _event(GUID_B, t0 + 12, 7, 1),
+        _perfinfo(0x0F2E, t0 + 13),
+    ]
+    cut = _perfinfo(0x0F2E, t0 + 14)  # runs past the end of the data the buffer holds
+    second = [_perfinfo(0x0F2E, t0 + 20), _event(GUID_B, t0 + 21, 7, 1), cut[:8] + struct.pack("<q", t0)]
+    path = tmp_path / "passing.etl"
+    records = (
+        buffer(logfile_record(8, 1, t0)) + buffer(b"".join(first), cpu=0) + buffer(b"".join(second), cpu=1)
+    )
+    path.write_bytes(records)
+
+    reader = EtlReader(path)
+    everything = list(reader.records(ordered=False))
+    damage, kinds, unknown = (
+        list(map(str, reader.damage)),
+        reader.stats.by_header_kind,
+        reader.stats.unknown_groups,
+    )
+    assert len(damage) == 3  # two timestamps, one cut record
+    only = {GUID_A}
+    kept = list(reader.records(ordered=False, only=only))
+    assert [r.guid for r in kept] == [GUID_A]
+    assert list(map(str, reader.damage)) == damage
+    assert reader.stats.by_header_kind == kinds and reader.stats.unknown_groups == unknown == {0x1F: 2}
+    assert reader.stats.passed_over == passed_over_of(everything, only)
+    assert reader.stats.passed_over[(GUID_B, True, 7, 1)] == 6
+    assert reader.stats.passed_over[("ce1dbfb4-137e-4da6-87b0-3f59aa102cbc", False, 0x2E, 2)] == 5
+    assert reader.stats.records == len(everything)
+    # Another filter starts afresh: the records the first read learned to pass over are kept now.
+    assert list(reader.records(ordered=False, only={GUID_B})) == [r for r in everything if r.guid == GUID_B]
+    assert len([r for r in everything if r.guid == GUID_B]) == 7
+    assert reader.stats.passed_over == passed_over_of(everything, {GUID_B})
