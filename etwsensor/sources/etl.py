@@ -626,8 +626,10 @@ class EtlReader:
                     elif passing is not None:  # learn the marks of what is passed over
                         if shape is perfinfo and hook in hook_guids:  # not an unknown group: counted each
                             passing_perfinfo.add(head_at(data, pos)[0] & size_mask)
+                            quick = True
                         elif shape is event and not flags & extended_info:
                             passing.learn_event(head_at(data, pos)[0], htype, guid_bytes, guid)
+                            quick = True
                     counts[htype] += 1
                     key = (guid, manifest, event_id if manifest else opcode, version)
                     passed_over[key] = passed_over.get(key, 0) + 1
