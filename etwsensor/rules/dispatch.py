@@ -45,8 +45,9 @@ def _lowered(row: dict[str, Any], column: str, cache: dict[str, str]) -> str:
     return text
 
 
-def _group_check(group: frozenset[tuple[str, str, bool]]) -> GroupCheck:
-    """A test that one needle of ``group`` holds in a row (lower-cased texts cached per row)."""
+def _group_check(group: frozenset[tuple[str, str, bool]], indexes: dict[str, _ColumnIndex]) -> GroupCheck:
+    """A test that one needle of ``group`` holds in a row (lower-cased texts cached per row).
+    ``indexes``: the table's column indexes, whose memos say whether a column's values repeat."""
     exact: dict[str, set[str]] = {}
     substr: dict[str, list[str]] = {}
     for column, needle, is_exact in group:
@@ -85,13 +86,15 @@ def _group_check(group: frozenset[tuple[str, str, bool]]) -> GroupCheck:
     if len(columns) != 1:
         return check
     # One column (the usual case): the answer depends on its value alone, so remember it like
-    # the table prefilter does (same bounds).
+    # the table prefilter does (same bounds), while the table remembers that column's values: not
+    # when they are new on nearly every row.
     (column,) = columns
     memo: dict[str, bool] = {}
+    index = indexes.get(column)
 
     def check_one_column(row: dict[str, Any], cache: dict[str, str]) -> bool:
         value = row.get(column)
-        if type(value) is not str or len(value) > _MEMO_MAX_LEN:
+        if type(value) is not str or len(value) > _MEMO_MAX_LEN or (index is not None and not index.remember):
             return check(row, cache)
         hit = memo.get(value)
         if hit is None:
@@ -201,6 +204,7 @@ class TableDispatch:
         self.more: list[tuple[GroupCheck, ...]] = []  # per filtered branch: its other groups
         exact: dict[str, dict[str, list[int]]] = {}
         substr: dict[str, dict[str, list[int]]] = {}
+        later: list[list[frozenset[tuple[str, str, bool]]]] = []
         for rule, branch in entries:
             if not branch.needle_groups or not prefilter:
                 self.always.append((rule, branch))
@@ -208,7 +212,7 @@ class TableDispatch:
             idx = len(self.filtered)
             self.filtered.append((rule, branch))
             first, *others = branch.needle_groups
-            self.more.append(tuple(_group_check(g) for g in others))
+            later.append(others)
             for column, needle, is_exact in sorted(first):
                 by_needle = (exact if is_exact else substr).setdefault(column, {})
                 by_needle.setdefault(needle, []).append(idx)
@@ -217,6 +221,8 @@ class TableDispatch:
         self.columns = tuple(
             _ColumnIndex(c, exact.get(c, {}), substr.get(c, {}), few, not few and c in substr) for c in names
         )
+        by_name = {c.column: c for c in self.columns}
+        self.more = [tuple(_group_check(g, by_name) for g in others) for others in later]
         self.direct = tuple((pos, c) for pos, c in enumerate(self.columns) if c.direct)
         self.remembered: tuple[tuple[int, _ColumnIndex], ...] = ()
         self.unremembered: tuple[tuple[int, _ColumnIndex], ...] = ()
@@ -298,27 +304,31 @@ class TableDispatch:
         gated = self.regex_gated
         return [e for i, e in enumerate(self.always) if i not in gated or i in selected]
 
-    def _select(self, missed: list[tuple[int, Any]], cache: dict[str, str]) -> set[int]:
+    def _select(self, missed: list[tuple[int, _ColumnIndex, Any]], cache: dict[str, str]) -> set[int]:
         """The branches selected by the columns whose values were not remembered; remembers them."""
-        columns = self.columns
         texts: dict[int, str] = {}
         searched: list[str] = []
         found: dict[int, set[int]] = {}  # column position -> branches (only columns with a hit)
-        for pos, value in missed:
-            index = columns[pos]
+        remembering: list[tuple[int, _ColumnIndex, str]] | None = None
+        for pos, index, value in missed:
             text = cache.get(index.column)
             if text is None:
                 text = (value if type(value) is str else as_text(value)).lower()
                 cache[index.column] = text
+            if index.remember and type(value) is str and len(value) <= _MEMO_MAX_LEN:
+                if remembering is None:
+                    remembering = []
+                remembering.append((pos, index, value))
             if not text:
                 continue
             texts[pos] = text
             ids = index.exact.get(text)
             if ids:
-                found.setdefault(pos, set()).update(ids)
-            for needle, ids in index.small:
-                if needle in text:
-                    found.setdefault(pos, set()).update(ids)
+                found[pos] = set(ids)
+            if index.small:
+                for needle, ids in index.small:
+                    if needle in text:
+                        found.setdefault(pos, set()).update(ids)
             if index.searched:
                 searched.append(text)
         if searched:
@@ -332,18 +342,20 @@ class TableDispatch:
                     self._found(
                         self.wide_search("\0".join(wide)), self.wide_needles, self.wide_where, texts, found
                     )
-        for pos, value in missed:
-            index = columns[pos]
-            if index.remember and type(value) is str and len(value) <= _MEMO_MAX_LEN:
+        if remembering is not None:
+            for pos, index, value in remembering:
                 memo = index.memo
                 if len(memo) >= _MEMO_ENTRIES:
                     self._memo_full(index)
                     if not index.remember:
                         continue
                 hit = found.get(pos)
-                memo[value] = tuple(sorted(hit)) if hit else _NO_IDS
+                memo[value] = tuple(hit) if hit else _NO_IDS
         if not found:
             return set()
+        if len(found) == 1:
+            (only,) = found.values()
+            return only
         return set().union(*found.values())
 
     @staticmethod
@@ -393,7 +405,7 @@ class TableDispatch:
         """The branches whose first needle group ``row`` hits (a column missing from ``row`` is
         looked up in ``base``); None for none. Most rows hit nothing and allocate nothing."""
         hit: set[int] | None = None
-        missed: list[tuple[int, Any]] | None = None
+        missed: list[tuple[int, _ColumnIndex, Any]] | None = None
         self.rows += 1
         if self.rows >= self._retry_at:
             self._retry_memos()
@@ -405,7 +417,7 @@ class TableDispatch:
             if value:
                 if missed is None:
                     missed = []
-                missed.append((pos, value))
+                missed.append((pos, index, value))
         for pos, index in self.remembered:
             column = index.column
             value = row.get(column)
@@ -417,7 +429,7 @@ class TableDispatch:
             if ids is None:
                 if missed is None:
                     missed = []
-                missed.append((pos, value))
+                missed.append((pos, index, value))
             elif ids:
                 if hit is None:
                     hit = set()
@@ -441,7 +453,7 @@ class TableDispatch:
                     if known is None:
                         if missed is None:
                             missed = []
-                        missed.append((pos, value))
+                        missed.append((pos, index, value))
                     elif known:
                         ids = ids + known if ids else known
                 elif ids:
