@@ -66,9 +66,9 @@ def host(monkeypatch: pytest.MonkeyPatch) -> Host:
     return h
 
 
-def test_trace_over_its_ceiling_sheds_what_no_rule_reads_first_and_says_so(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], host: Host
-) -> None:
+def trace_over_ceiling(tmp_path: Path, max_cpu_percent: float = 78) -> tuple[int, list[dict[str, Any]]]:
+    """``etwsensor trace --max-cpu`` over the perfview trace's records on the simulated advapi32: the exit
+    code and the documents it sent (the summary is the last line of stderr)."""
     sim = SimulatedAdvapi32()
     records = _records()
 
@@ -76,8 +76,14 @@ def test_trace_over_its_ceiling_sheds_what_no_rule_reads_first_and_says_so(
         _feed(sim, records)
         (tmp_path / "stop").touch()
 
-    options = live_cli.LiveOptions(heartbeat_seconds=3600, max_cpu_percent=78)
-    code, docs = run(tmp_path, sim, drive, options=options, duration=120)
+    options = live_cli.LiveOptions(heartbeat_seconds=3600, max_cpu_percent=max_cpu_percent)
+    return run(tmp_path, sim, drive, options=options, duration=120)
+
+
+def test_trace_over_its_ceiling_sheds_what_no_rule_reads_first_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], host: Host
+) -> None:
+    code, docs = trace_over_ceiling(tmp_path)
     assert code == 0
     summary = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
     shed = summary["shed"]

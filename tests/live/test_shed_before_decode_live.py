@@ -18,15 +18,12 @@ from etwsensor.normalize import Normalizer
 from etwsensor.pipeline import Detector
 from etwsensor.rules import RuleSet
 from etwsensor.sources.header import RecordingHeader
-from etwsensor.sources.live import cli as live_cli
 from etwsensor.sources.live.callback import RecordQueue
 from etwsensor.sources.live.health import EVENT_TRACING
 from etwsensor.sources.live.plan import plan_for_rules
 from etwsensor.sources.live.probe import Win32kProbe
 from etwsensor.sources.live.runner import LiveLoop
-from tests.live.simadvapi import SimulatedAdvapi32
-from tests.live.test_cpu_budget_live import Host, fast_polls, host
-from tests.live.test_live_command import _feed, _records, run
+from tests.live.test_cpu_budget_live import Host, fast_polls, host, trace_over_ceiling
 
 __all__ = ["fast_polls", "host"]  # fixtures shared with test_cpu_budget_live.py
 
@@ -58,15 +55,7 @@ def test_trace_never_decodes_a_shed_record_and_decodes_the_admitted_in_order(
 
     monkeypatch.setattr(CpuBudget, "admit", admitted)
     monkeypatch.setattr(Decoder, "decode", decoding)
-    sim = SimulatedAdvapi32()
-    records = _records()
-
-    def drive() -> None:
-        _feed(sim, records)
-        (tmp_path / "stop").touch()
-
-    options = live_cli.LiveOptions(heartbeat_seconds=3600, max_cpu_percent=78)
-    code, _ = run(tmp_path, sim, drive, options=options, duration=120)
+    code, _ = trace_over_ceiling(tmp_path)
     assert code == 0
     shed = json.loads(capsys.readouterr().err.strip().splitlines()[-1])["shed"]
     assert shed["shed_total"] > 0 and len(asked) == shed["events_seen"]
