@@ -27,12 +27,6 @@ if TYPE_CHECKING:
 _SMALL_NEEDLE_SET = 16
 
 
-def _set_search(needles: list[str]) -> Any:
-    """Literal needles: returns a function text -> indexes of the needles found (an RE2 set, or an
-    Aho-Corasick automaton for lists RE2 cannot hold)."""
-    return needle_search(needles)
-
-
 GroupCheck = Callable[[dict[str, Any], dict[str, str]], bool]
 
 
@@ -247,11 +241,11 @@ class TableDispatch:
                     where.setdefault(n, []).append((pos, tuple(ids)))
             narrow = sorted(n for n in where if n.isascii())
             wide = sorted(n for n in where if not n.isascii())
-            self.search = _set_search(narrow) if narrow else None
+            self.search = needle_search(narrow) if narrow else None
             self.search_needles = tuple(narrow)
             self.search_where = tuple(tuple(where[n]) for n in narrow)
             if wide:
-                self.wide_search = _set_search(wide)
+                self.wide_search = needle_search(wide)
                 self.wide_needles = tuple(wide)
                 self.wide_where = tuple(tuple(where[n]) for n in wide)
                 self.wide_columns = tuple(sorted({pos for n in wide for pos, _ids in where[n]}))
@@ -409,6 +403,7 @@ class TableDispatch:
         self.rows += 1
         if self.rows >= self._retry_at:
             self._retry_memos()
+        # The column lookup is written out in each loop, not called: this runs per column per row.
         for pos, index in self.unremembered:
             column = index.column
             value = row.get(column)

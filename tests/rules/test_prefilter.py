@@ -111,18 +111,25 @@ def test_a_gate_that_says_no_means_no_match(
         assert _brute_force(rs, table, row) == []
 
 
-def test_text_every_host_has_is_not_the_first_filter(tmp_path: Path) -> None:
-    """A long needle that most rows contain (a temp folder) loses the first place to a rarer one;
-    the rule still matches what it matched."""
-    (tmp_path / "r.kql").write_text(
-        "DeviceProcessEvents | where ProcessCommandLine contains @'\\AppData\\Local\\Temp\\'"
-        " and ProcessCommandLine contains 'control_rundll' and FolderPath endswith @'\\rundll32.exe'"
-    )
+def _one_rule(tmp_path: Path, query: str) -> tuple[RuleSet, list[frozenset[tuple[str, str, bool]]]]:
+    """The rule set of one query (rule id ``r``) and its branch's needle groups, best first."""
+    (tmp_path / "r.kql").write_text(query)
     rs, failures = RuleSet.load([tmp_path], builtin=False, use_cache=False)
     assert failures == []
     plan = rs.rules[0].plan
     assert plan is not None
-    first, *others = plan.branches[0].needle_groups
+    return rs, plan.branches[0].needle_groups
+
+
+def test_text_every_host_has_is_not_the_first_filter(tmp_path: Path) -> None:
+    """A long needle that most rows contain (a temp folder) loses the first place to a rarer one;
+    the rule still matches what it matched."""
+    rs, groups = _one_rule(
+        tmp_path,
+        "DeviceProcessEvents | where ProcessCommandLine contains @'\\AppData\\Local\\Temp\\'"
+        " and ProcessCommandLine contains 'control_rundll' and FolderPath endswith @'\\rundll32.exe'",
+    )
+    first, *others = groups
     assert first == frozenset({("ProcessCommandLine", "control_rundll", False)})
     assert frozenset({("ProcessCommandLine", "\\appdata\\local\\temp\\", False)}) in others
     row = {
@@ -137,15 +144,12 @@ def test_text_every_host_has_is_not_the_first_filter(tmp_path: Path) -> None:
 def test_a_few_valued_column_comes_after_common_text(tmp_path: Path) -> None:
     """ActionType passes most rows of its table whatever the value: a group with a common needle
     still filters before it (and the row gate asks the cheaper initiating-process columns)."""
-    (tmp_path / "r.kql").write_text(
+    _rs, groups = _one_rule(
+        tmp_path,
         'DeviceFileEvents | where ActionType == "FileCreated" and InitiatingProcessFolderPath has_any'
-        ' ("Users", "Temp", "Downloads", "ProgramData", "Public", "Desktop", "Documents", "Music")'
+        ' ("Users", "Temp", "Downloads", "ProgramData", "Public", "Desktop", "Documents", "Music")',
     )
-    rs, failures = RuleSet.load([tmp_path], builtin=False, use_cache=False)
-    assert failures == []
-    plan = rs.rules[0].plan
-    assert plan is not None
-    assert [sorted({c for c, _n, _e in g}) for g in plan.branches[0].needle_groups] == [
+    assert [sorted({c for c, _n, _e in g}) for g in groups] == [
         ["InitiatingProcessFolderPath"],
         ["ActionType"],
     ]
